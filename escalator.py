@@ -1,0 +1,35 @@
+"""The `escalator` command: a thin dispatcher. Each subcommand imports its package only
+when it runs, so the proxy process never loads training code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="escalator",
+        description="OpenAI-compatible proxy that escalates agent steps within a budget.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument(
+        "--config", help="TOML configuration file (default: the embedded local setup)"
+    )
+    serve.add_argument("--host", help="address to bind (overrides the config)")
+    serve.add_argument("--port", type=int, help="port to bind (overrides the config)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from server.cli import serve as run_serve
+
+        return run_serve(args.config, host=args.host, port=args.port, log_level=args.log_level)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

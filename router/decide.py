@@ -1,0 +1,68 @@
+"""One step's decision: the policy, then the budget's feasibility, then exploration.
+
+Exploration flips the policy's action with probability ε. The propensity logged is the
+probability that the action actually taken would be taken again in the same state:
+
+    P(a) = (1 - ε) · π(a) + ε · (1 - π(a))
+
+where π(a) is the policy's own probability of choosing a. With no budget left for the
+intervention, `base` is the only feasible action and its propensity is 1.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from router.decision import BASE, BudgetView, Decision
+from router.policies.base import Policy
+from router.state import StepState
+
+
+def fallback(policy_id: str, reason: str) -> Decision:
+    """The decision taken when the policy failed: fall open to the base model."""
+    return Decision(BASE, 0.0, 1.0, policy_id, reason)
+
+
+def finish_decision(
+    decision: Decision,
+    budget: BudgetView,
+    intervention: str,
+    exploration: float,
+    rng: random.Random,
+) -> Decision:
+    """Apply the budget's feasibility and the tenant's exploration to a policy's decision."""
+    if not budget.can_intervene:
+        reason = "budget_exhausted" if decision.escalates else decision.reason
+        return replace(decision, action=BASE, propensity=1.0, reason=reason)
+    if exploration <= 0.0:
+        return decision
+    flipped = rng.random() < exploration
+    action = decision.action
+    if flipped:
+        action = BASE if decision.escalates else intervention
+    pi_taken = decision.propensity if action == decision.action else 1.0 - decision.propensity
+    propensity = (1.0 - exploration) * pi_taken + exploration * (1.0 - pi_taken)
+    return replace(
+        decision,
+        action=action,
+        propensity=propensity,
+        explored=flipped,
+        reason="exploration" if flipped else decision.reason,
+    )
+
+
+def decide_step(
+    policy: Policy,
+    state: StepState,
+    budget: BudgetView,
+    intervention: str,
+    exploration: float,
+    rng: random.Random,
+) -> Decision:
+    """Run an inline policy and finish its decision; a policy error falls open to base."""
+    try:
+        decision = policy.decide(state, budget)
+    except Exception:  # a broken helper must never fail the agent's step
+        decision = fallback(policy.policy_id, "policy_error")
+    return finish_decision(decision, budget, intervention, exploration, rng)

@@ -1,0 +1,135 @@
+"""The FastAPI application, built from validated settings (never at import time)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from router.budget import open_store
+from server.errors import EscalatorError, InvalidRequest, NotFound
+from server.http import ClientDisconnected, StepHeaders, error_response
+from server.metrics import Metrics
+from server.routes import openai, ops, sessions
+from server.service import ChatService
+from server.sessions import SessionService
+from server.settings import Settings
+from server.steplog import StepLog
+from server.tenancy import Tenancy
+from server.upstreams import Upstreams
+
+log = logging.getLogger("escalator")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away; never sent
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    storage = settings.storage
+    store = open_store(
+        storage.budget_store,
+        sqlite_path=storage.dir / "budget.db",
+        redis_url=storage.redis_url,
+    )
+    upstreams = Upstreams.from_settings(settings.upstreams)
+    steplog = StepLog(
+        storage.dir / "logs",
+        segment_bytes=storage.log_segment_bytes,
+        queue_size=storage.log_queue_size,
+        on_written=lambda kind: metrics.log_records.labels(kind).inc(),
+        on_dropped=metrics.log_dropped.inc,
+    )
+    service = ChatService(settings, store, upstreams, steplog, metrics)
+    metrics.info.labels(_version(), service.config_hash).set(1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        steplog.start()
+        log.info(
+            "escalator ready: %d route(s), %d upstream(s), budget store %s, logs in %s",
+            len(settings.routes),
+            len(settings.upstreams),
+            storage.budget_store,
+            steplog.directory,
+        )
+        try:
+            yield
+        finally:
+            await service.drain()
+            await upstreams.close()
+            await store.close()
+            steplog.close()
+
+    app = FastAPI(
+        title="Escalator",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    state = app.state
+    state.settings = settings
+    state.metrics = metrics
+    state.store = store
+    state.upstreams = upstreams
+    state.steplog = steplog
+    state.service = service
+    state.tenancy = Tenancy(settings)
+    state.sessions = SessionService(
+        store, steplog, metrics, storage.session_ttl_s, service.config_hash
+    )
+    state.started_at = time.time()
+    state.ready = {}
+    state.ready_checked_at = float("-inf")
+
+    app.include_router(openai.router)
+    app.include_router(sessions.router)
+    app.include_router(ops.router)
+    app.add_middleware(StepHeaders, metrics=metrics)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EscalatorError)
+    async def escalator_error(request: Request, exc: EscalatorError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_gone(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            error: EscalatorError = NotFound(f"No such endpoint: {request.url.path}")
+        else:
+            error = InvalidRequest(str(exc.detail))
+            error.status = exc.status_code
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(InvalidRequest(f"Invalid request: {exc.errors()[0]['msg']}"))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            EscalatorError("The proxy hit an internal error; the request was not served.")
+        )
+
+
+def _version() -> str:
+    try:
+        return version("escalator")
+    except PackageNotFoundError:
+        return "0+unknown"

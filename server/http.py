@@ -1,0 +1,166 @@
+"""HTTP plumbing shared by the routes: request ids and escalator headers on every response,
+bounded body reading, error responses, and responses that notice a client going away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge
+from server.metrics import Metrics
+from server.streaming import SseRelay
+from server.trace import StepTrace
+
+log = logging.getLogger("escalator.http")
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the answer was ready."""
+
+
+class StepHeaders:
+    """ASGI middleware: gives each request a trace and id, and stamps every response (errors
+    and streams included) with `x-request-id` and, on /v1/ paths, the escalator headers read
+    off the step's trace. Counts each answered /v1/ request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = StepTrace(request_id=f"req_{uuid.uuid4().hex}")
+        scope.setdefault("state", {})["trace"] = trace
+        api_path = scope["path"].startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", trace.request_id.encode()))
+                if api_path:
+                    headers.extend(trace.headers())
+                    self.metrics.requests.labels(
+                        trace.tenant or "unknown",
+                        trace.route or ("passthrough" if trace.upstream else "none"),
+                        trace.action,
+                        str(message["status"]),
+                    ).inc()
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def trace_of(request: Request) -> StepTrace:
+    trace: StepTrace = request.state.trace
+    return trace
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(error: EscalatorError) -> Response:
+    return json_response(error.body(), error.status, error.headers)
+
+
+async def read_json_object(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """The request body as a JSON object, refusing bodies over `max_bytes` before reading them."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"The request body is larger than the limit of {max_bytes} bytes."
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body, raw
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected()
+    return task.result()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class SseResponse(Response):
+    """A streamed step: relays the upstream's SSE bytes, and stops the relay (closing the
+    upstream request) the moment the client disconnects, even while the upstream is silent."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, relay: SseRelay) -> None:
+        # No body and so no content-length: the length is unknown until the stream ends.
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self._send_stream(send))
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if streaming.done():
+                streaming.result()  # a bug in relaying must surface, not vanish
+            else:  # the client went away: stop relaying
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await streaming
+        finally:
+            watcher.cancel()
+            self.relay.finish()
+
+    async def _send_stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        iterator = aiter(self.relay)
+        try:
+            async for chunk in iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away while we wrote
+        finally:
+            await iterator.aclose()  # type: ignore[attr-defined]

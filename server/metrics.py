@@ -1,0 +1,149 @@
+"""Prometheus metrics. Every name starts `escalator_`; labels are bounded (tenant, route,
+action, reason, kind, upstream, status), never a session or request id."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+_POLICY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+_UPSTREAM_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+)
+
+
+class Metrics:
+    """The proxy's metrics, on a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        # `_created` series double the exposition and no dashboard reads them.
+        disable_created_metrics()
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "escalator_requests_total",
+            "Requests answered, by the route (or pass-through) and final HTTP status.",
+            ["tenant", "route", "action", "status"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "escalator_decisions_total",
+            "Helper decisions on routed steps, by the action taken and the reason.",
+            ["tenant", "route", "action", "reason"],
+            registry=r,
+        )
+        self.interventions = Counter(
+            "escalator_interventions_total",
+            "Interventions started, by kind and how they ended (completed or refunded).",
+            ["tenant", "route", "kind", "result"],
+            registry=r,
+        )
+        self.budget_denials = Counter(
+            "escalator_budget_denials_total",
+            "Escalations the budget refused: the step went to the base model.",
+            ["tenant", "route"],
+            registry=r,
+        )
+        self.policy_latency = Histogram(
+            "escalator_policy_latency_seconds",
+            "Time the helper took to decide one step.",
+            ["route"],
+            buckets=_POLICY_BUCKETS,
+            registry=r,
+        )
+        self.policy_fallbacks = Counter(
+            "escalator_policy_fallbacks_total",
+            "Steps where the helper failed or timed out and the base model answered.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "escalator_upstream_latency_seconds",
+            "Upstream request duration, to the last byte.",
+            ["upstream"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.upstream_ttft = Histogram(
+            "escalator_upstream_ttft_seconds",
+            "Time to the first streamed token from the upstream.",
+            ["upstream"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "escalator_upstream_errors_total",
+            "Upstream failures, by kind: unreachable, timeout, status_5xx, status_4xx, "
+            "rate_limited, broken_stream.",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "escalator_tokens_total",
+            "Tokens reported by upstreams, by type (prompt or completion).",
+            ["tenant", "upstream", "type"],
+            registry=r,
+        )
+        self.sessions = Counter(
+            "escalator_sessions_total",
+            "Sessions started (first step seen).",
+            ["tenant", "route"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "escalator_outcomes_total",
+            "Session outcomes reported, by success.",
+            ["tenant", "success"],
+            registry=r,
+        )
+        self.log_records = Counter(
+            "escalator_log_records_total",
+            "Step-log records written to disk, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "escalator_log_dropped_total",
+            "Step-log records dropped because the write queue was full.",
+            registry=r,
+        )
+        self.log_queue_depth = Gauge(
+            "escalator_log_queue_depth", "Step-log records waiting to be written.", registry=r
+        )
+        self.info = Gauge(
+            "escalator_build_info",
+            "Always 1; labels carry the version and the configuration hash.",
+            ["version", "config_hash"],
+            registry=r,
+        )

@@ -1,0 +1,67 @@
+"""A configured route made ready to serve: its policy built, its interventions resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.policies import Policy, PolicyContext, build_policy
+from server.settings import InterventionSettings, ModelRef, RouteSettings
+
+NO_INTERVENTION_COST = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a step goes: an upstream, a model on it, and what it is (base or a kind)."""
+
+    kind: str
+    upstream: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    name: str
+    base: Target
+    policy: Policy
+    interventions: dict[str, tuple[Target, int]]  # kind → (target, cost)
+    primary: str | None  # the kind a policy escalates to by default
+    decision_timeout_s: float
+
+    @classmethod
+    def build(cls, name: str, settings: RouteSettings, seed: int | None = None) -> RoutePlan:
+        primary = settings.interventions[0].kind if settings.interventions else None
+        policy = build_policy(
+            settings.policy, PolicyContext(route=name, intervention=primary or "none", seed=seed)
+        )
+        return cls(
+            name=name,
+            base=_target("base", settings.base),
+            policy=policy,
+            interventions={
+                iv.kind: (_intervention_target(iv), iv.cost) for iv in settings.interventions
+            },
+            primary=primary,
+            decision_timeout_s=settings.decision_timeout_ms / 1000,
+        )
+
+    @property
+    def cheapest_cost(self) -> int:
+        costs = [cost for _, cost in self.interventions.values()]
+        return min(costs) if costs else NO_INTERVENTION_COST
+
+    def intervention(self, kind: str) -> tuple[Target, int]:
+        """The intervention of that kind, or the primary one if the route lacks it."""
+        found = self.interventions.get(kind)
+        if found is None:
+            assert self.primary is not None
+            found = self.interventions[self.primary]
+        return found
+
+
+def _target(kind: str, ref: ModelRef) -> Target:
+    return Target(kind, ref.upstream, ref.model)
+
+
+def _intervention_target(iv: InterventionSettings) -> Target:
+    return Target(iv.kind, iv.upstream, iv.model)

@@ -1,0 +1,1 @@
+"""FastAPI route modules ("router" is the decision package; these are HTTP routes)."""

@@ -1,0 +1,114 @@
+"""The OpenAI-compatible endpoints: chat completions (the agent's step), completions, models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.errors import InvalidRequest
+from server.http import SseResponse, json_response, read_json_object, trace_of, until_disconnected
+from server.service import ChatService, StepReply
+from server.tenancy import Tenancy
+
+router = APIRouter()
+
+MAX_SESSION_ID_CHARS = 256
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    app = request.app.state
+    caller = app.tenancy.authenticate(request.headers.get("authorization"))
+    trace = trace_of(request)
+    trace.tenant = caller.tenant
+    body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
+    _check_chat_body(body)
+    trace.session = _session_id(request, body) or trace.request_id
+    trace.one_step = trace.session == trace.request_id
+    service: ChatService = app.service
+    return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    app = request.app.state
+    caller = app.tenancy.authenticate(request.headers.get("authorization"))
+    trace = trace_of(request)
+    trace.tenant = caller.tenant
+    body, _ = await read_json_object(request, app.settings.server.max_body_bytes)
+    _require_model(body)
+    if "prompt" not in body:
+        raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
+    service: ChatService = app.service
+    return _to_response(await until_disconnected(request, service.complete(caller, body, trace)))
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    app = request.app.state
+    tenancy: Tenancy = app.tenancy
+    tenancy.authenticate(request.headers.get("authorization"))
+    service: ChatService = app.service
+    created = int(app.started_at)
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": created, "owned_by": "escalator"}
+        for name in service.routes
+    ]
+    data += [
+        {"id": model, "object": "model", "created": created, "owned_by": upstream}
+        for model, upstream in service.passthrough.items()
+    ]
+    return json_response(orjson.dumps({"object": "list", "data": data}))
+
+
+def _to_response(reply: StepReply) -> Response:
+    if reply.stream is not None:
+        return SseResponse(reply.stream)
+    assert reply.body is not None
+    return json_response(reply.body)
+
+
+def _require_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+
+
+def _check_chat_body(body: dict[str, Any]) -> None:
+    _require_model(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
+            )
+
+
+def _session_id(request: Request, body: dict[str, Any]) -> str | None:
+    session = request.headers.get("x-session-id")
+    param = "X-Session-Id"
+    if session is None:
+        metadata = body.get("metadata")
+        session = metadata.get("session_id") if isinstance(metadata, dict) else None
+        param = "metadata.session_id"
+    if session is None:
+        return None
+    if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION_ID_CHARS:
+        raise InvalidRequest(
+            f"{param} must be a string of 1 to {MAX_SESSION_ID_CHARS} characters.", param=param
+        )
+    if not session.isprintable():
+        raise InvalidRequest(f"{param} must contain printable characters only.", param=param)
+    return session

@@ -1,0 +1,47 @@
+"""Session endpoints: budget state, and the episode's outcome (the training label)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from starlette.responses import Response
+
+from server.errors import InvalidRequest
+from server.http import json_response, read_json_object, trace_of
+from server.sessions import SessionService
+
+router = APIRouter()
+
+_MAX_OUTCOME_BYTES = 64 * 1024
+
+
+class OutcomeReport(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    success: StrictBool
+    reward: float | None = None
+
+
+@router.get("/v1/sessions/{session}")
+async def describe_session(session: str, request: Request) -> Response:
+    caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
+    trace_of(request).tenant = caller.tenant
+    sessions: SessionService = request.app.state.sessions
+    return json_response(orjson.dumps(await sessions.describe(caller, session)))
+
+
+@router.post("/v1/sessions/{session}/outcome")
+async def report_outcome(session: str, request: Request) -> Response:
+    caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
+    trace_of(request).tenant = caller.tenant
+    body, _ = await read_json_object(request, _MAX_OUTCOME_BYTES)
+    try:
+        report = OutcomeReport.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"Invalid outcome: {param}: {first['msg']}", param=param) from None
+    sessions: SessionService = request.app.state.sessions
+    result = await sessions.report_outcome(caller, session, report.success, report.reward)
+    return json_response(orjson.dumps(result))

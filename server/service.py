@@ -1,0 +1,375 @@
+"""The per-step service: one chat request through the numbered steps of DESIGN.md.
+
+1. tenant (done by the caller: see server/tenancy.py)   5. budget
+2. session                                            6. upstream
+3. model → route or pass-through                      7. log
+4. decision                                           8. metrics and headers
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from router.budget import BudgetStore, Reservation, Scope, session_key, tenant_day_key
+from router.decide import fallback, finish_decision
+from router.decision import BASE, BudgetView, Decision
+from router.state import StepState, extract_features
+from server.errors import (
+    EscalatorError,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from server.metrics import Metrics
+from server.plans import RoutePlan, Target
+from server.settings import Settings, TenantSettings
+from server.steplog import StepLog
+from server.streaming import SseRelay, StreamTranscript
+from server.trace import StepTrace, UpstreamCall
+from server.upstreams import UpstreamReply, Upstreams, UpstreamStream
+
+_DAY_SCOPE_TTL_S = 2 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant: str
+    settings: TenantSettings
+
+
+@dataclass(slots=True)
+class StepReply:
+    """What the HTTP layer sends: a JSON body, or a stream of SSE bytes."""
+
+    body: bytes | None = None
+    stream: SseRelay | None = None
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BudgetStore,
+        upstreams: Upstreams,
+        steplog: StepLog,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstreams = upstreams
+        self.steplog = steplog
+        self.metrics = metrics
+        self.routes = {name: RoutePlan.build(name, rs) for name, rs in settings.routes.items()}
+        self.passthrough = settings.passthrough_models()
+        self.config_hash = settings.config_hash()
+        self._rng = random.Random()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- the request flow -------------------------------------------------------------------
+
+    async def chat(
+        self, caller: Caller, body: dict[str, Any], raw: bytes, trace: StepTrace
+    ) -> StepReply:
+        stream = body.get("stream") is True
+        route, base = self._resolve(body["model"])  # 3. model
+        await self._begin_step(caller, route, trace)  # 2. session
+        trace.route = route.name if route else None
+        reservation: Reservation | None = None
+        target = base
+        logged_by_stream = False
+        try:
+            if route is not None:
+                decision = await self._decide(route, caller, body, trace)  # 4. decision
+                if decision.escalates:  # 5. budget
+                    target, reservation, decision = await self._reserve(
+                        route, caller, decision, trace
+                    )
+                trace.decision = decision
+            payload = raw if route is None else _with_model(body, target.model)
+            try:  # 6. upstream
+                result = await self._call(target, payload, stream, trace)
+            except EscalatorError:
+                if reservation is None:
+                    raise
+                # The intervention failed: refund it and let the base model answer.
+                self._settle(caller, trace, reservation, completed=False)
+                reservation = None
+                trace.failed_intervention, trace.upstream = trace.upstream, None
+                trace.budget_after = trace.budget_before
+                target = base
+                result = await self._call(base, _with_model(body, base.model), stream, trace)
+            trace.action = target.kind if route is not None else BASE
+            if isinstance(result, UpstreamStream):
+                handed_over, reservation = reservation, None
+                logged_by_stream = True
+                return StepReply(stream=self._stream(caller, body, result, trace, handed_over))
+            self._read_reply(caller, result, trace)
+            if reservation is not None:
+                self._settle(caller, trace, reservation, completed=True)
+                reservation = None
+            return StepReply(body=result.body)
+        finally:
+            if reservation is not None:  # cancelled (client gone) or failed before settling
+                self._settle(caller, trace, reservation, completed=False)
+            if not logged_by_stream:
+                self._log_step(caller, body, trace)
+
+    async def complete(self, caller: Caller, body: dict[str, Any], trace: StepTrace) -> StepReply:
+        """`/v1/completions`: pass-through to the model (a route name means its base model);
+        no decision, no step, no log record."""
+        route, target = self._resolve(body["model"])
+        trace.route = route.name if route else None
+        payload = _with_model(body, target.model)
+        upstream = self.upstreams[target.upstream]
+        call = trace.upstream = UpstreamCall(upstream.name, target.model)
+        try:
+            if body.get("stream") is True:
+                stream = await upstream.open_stream("completions", payload)
+            else:
+                reply = await upstream.complete("completions", payload)
+        except EscalatorError as exc:
+            self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            raise
+        trace.action = BASE
+        if body.get("stream") is True:
+
+            def finish(transcript: StreamTranscript) -> None:
+                if transcript.error is not None:
+                    self.metrics.upstream_errors.labels(call.name, "broken_stream").inc()
+                self._count_usage(caller, call, transcript.usage)
+
+            return StepReply(stream=SseRelay(stream, StreamTranscript(stream.started), finish))
+        self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
+        self._count_usage(caller, call, reply.data.get("usage"))
+        return StepReply(body=reply.body)
+
+    def _resolve(self, model: str) -> tuple[RoutePlan | None, Target]:
+        route = self.routes.get(model)
+        if route is not None:
+            return route, route.base
+        upstream = self.passthrough.get(model)
+        if upstream is None:
+            raise NotFound(
+                f"The model '{model}' does not exist: it is neither a route nor a model of a "
+                "configured upstream (see GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
+        return None, Target(BASE, upstream, model)
+
+    async def _begin_step(self, caller: Caller, route: RoutePlan | None, trace: StepTrace) -> None:
+        try:
+            start = await self.store.begin_step(
+                session_key(caller.tenant, trace.session), self.settings.storage.session_ttl_s
+            )
+        except Exception as exc:  # the store's client raises its own error types
+            raise ServiceUnavailable(f"the budget store is unavailable: {exc}") from None
+        limit = caller.settings.interventions_per_session
+        trace.step = start.step
+        trace.budget_limit = limit
+        trace.budget_before = trace.budget_after = max(limit - start.used, 0)
+        if start.step == 0:
+            self.metrics.sessions.labels(
+                caller.tenant, route.name if route else "passthrough"
+            ).inc()
+
+    async def _decide(
+        self, route: RoutePlan, caller: Caller, body: dict[str, Any], trace: StepTrace
+    ) -> Decision:
+        messages = body["messages"]
+        assert trace.step is not None and trace.budget_limit is not None
+        trace.features = extract_features(messages, trace.step)
+        state = StepState(
+            caller.tenant, trace.session, trace.step, route.name, messages, trace.features
+        )
+        view = BudgetView(
+            limit=trace.budget_limit,
+            used=trace.budget_limit - (trace.budget_before or 0),
+            cheapest_cost=route.cheapest_cost,
+        )
+        policy = route.policy
+        started = time.perf_counter()
+        if route.primary is None:
+            decision = Decision(BASE, 0.0, 1.0, policy.policy_id, "no_intervention")
+        elif policy.inline:
+            try:
+                decision = policy.decide(state, view)
+            except Exception:  # a broken helper must never fail the agent's step
+                decision = fallback(policy.policy_id, "policy_error")
+        else:
+            try:
+                decision = await asyncio.wait_for(
+                    asyncio.to_thread(policy.decide, state, view), route.decision_timeout_s
+                )
+            except TimeoutError:
+                decision = fallback(policy.policy_id, "policy_timeout")
+            except Exception:
+                decision = fallback(policy.policy_id, "policy_error")
+        self.metrics.policy_latency.labels(route.name).observe(time.perf_counter() - started)
+        if decision.reason in ("policy_error", "policy_timeout"):
+            self.metrics.policy_fallbacks.labels(route.name, decision.reason).inc()
+        return finish_decision(
+            decision, view, route.primary or BASE, caller.settings.exploration, self._rng
+        )
+
+    async def _reserve(
+        self, route: RoutePlan, caller: Caller, decision: Decision, trace: StepTrace
+    ) -> tuple[Target, Reservation | None, Decision]:
+        target, cost = route.intervention(decision.action)
+        tenant = caller.settings
+        scopes = [
+            Scope(
+                session_key(caller.tenant, trace.session),
+                tenant.interventions_per_session,
+                self.settings.storage.session_ttl_s,
+            )
+        ]
+        if tenant.interventions_per_day is not None:
+            day = time.strftime("%Y-%m-%d", time.gmtime())
+            scopes.append(
+                Scope(
+                    tenant_day_key(caller.tenant, day),
+                    tenant.interventions_per_day,
+                    _DAY_SCOPE_TTL_S,
+                )
+            )
+        reservation = await self.store.reserve(scopes, cost)
+        if reservation is None:
+            self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
+            denied = replace(decision, action=BASE, propensity=1.0, reason="budget_exhausted")
+            return route.base, None, denied
+        trace.budget_after = max((trace.budget_before or 0) - cost, 0)
+        return target, reservation, replace(decision, action=target.kind)
+
+    async def _call(
+        self, target: Target, payload: bytes, stream: bool, trace: StepTrace
+    ) -> UpstreamReply | UpstreamStream:
+        upstream = self.upstreams[target.upstream]
+        call = trace.upstream = UpstreamCall(upstream.name, target.model)
+        try:
+            if stream:
+                result: UpstreamReply | UpstreamStream = await upstream.open_stream(
+                    "chat/completions", payload
+                )
+            else:
+                result = await upstream.complete("chat/completions", payload)
+        except EscalatorError as exc:
+            call.status = exc.status
+            call.error = exc.message
+            self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            raise
+        call.status = 200
+        return result
+
+    def _read_reply(self, caller: Caller, reply: UpstreamReply, trace: StepTrace) -> None:
+        call = trace.upstream
+        assert call is not None
+        call.latency_ms = reply.latency_ms
+        self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
+        self._count_usage(caller, call, reply.data.get("usage"))
+        choices = reply.data.get("choices") or [{}]
+        message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
+        trace.response = {
+            "content": message.get("content"),
+            "tool_calls": message.get("tool_calls"),
+        }
+
+    def _stream(
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        upstream: UpstreamStream,
+        trace: StepTrace,
+        reservation: Reservation | None,
+    ) -> SseRelay:
+        def finish(transcript: StreamTranscript) -> None:
+            call = trace.upstream
+            assert call is not None
+            call.ttft_ms = transcript.first_token_ms
+            call.latency_ms = transcript.finished_ms
+            if transcript.first_token_ms is not None:
+                self.metrics.upstream_ttft.labels(call.name).observe(
+                    transcript.first_token_ms / 1000
+                )
+            if transcript.finished_ms is not None:
+                self.metrics.upstream_latency.labels(call.name).observe(
+                    transcript.finished_ms / 1000
+                )
+            if transcript.error is not None:
+                call.error = transcript.error.message
+                self.metrics.upstream_errors.labels(call.name, "broken_stream").inc()
+            elif not transcript.done:
+                call.error = "client disconnected"
+            self._count_usage(caller, call, transcript.usage)
+            trace.response = transcript.response()
+            if reservation is not None:
+                completed = transcript.done and transcript.error is None
+                if not completed:
+                    trace.budget_after = trace.budget_before
+                self._settle(caller, trace, reservation, completed=completed)
+            self._log_step(caller, body, trace)
+
+        return SseRelay(upstream, StreamTranscript(upstream.started), finish)
+
+    # -- budget, log, metrics ---------------------------------------------------------------
+
+    def _settle(
+        self, caller: Caller, trace: StepTrace, reservation: Reservation, *, completed: bool
+    ) -> None:
+        """Keep a completed intervention's units; return a failed or abandoned one's."""
+        kind = trace.decision.action if trace.decision else "?"
+        result = "completed" if completed else "refunded"
+        self.metrics.interventions.labels(caller.tenant, trace.route or "", kind, result).inc()
+        if not completed:
+            # A task of its own: a refund must happen even when this request is being cancelled.
+            self.spawn(self.store.refund(reservation))
+
+    def _count_usage(self, caller: Caller, call: UpstreamCall, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        call.prompt_tokens = usage.get("prompt_tokens")
+        call.completion_tokens = usage.get("completion_tokens")
+        for kind, value in (("prompt", call.prompt_tokens), ("completion", call.completion_tokens)):
+            if isinstance(value, int) and value > 0:
+                self.metrics.tokens.labels(caller.tenant, call.name, kind).inc(value)
+
+    def _log_step(self, caller: Caller, body: dict[str, Any], trace: StepTrace) -> None:
+        d = trace.decision
+        if d is not None:
+            self.metrics.decisions.labels(caller.tenant, trace.route, d.action, d.reason).inc()
+        record = trace.record(
+            body.get("messages"), caller.settings.capture_content, self.config_hash
+        )
+        self.steplog.submit(record)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background work (refunds) before shutting down."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _with_model(body: dict[str, Any], model: str) -> bytes:
+    return orjson.dumps({**body, "model": model})
+
+
+def _error_kind(exc: EscalatorError) -> str:
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamRejected):
+        return "rate_limited" if exc.status == 429 else "status_4xx"
+    if exc.code and exc.code.startswith("upstream_5"):
+        return "status_5xx"
+    return "unreachable"

@@ -1,0 +1,58 @@
+"""Sessions seen from outside: their budget, and the outcome an agent reports at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.budget import BudgetStore, SessionInfo, session_key
+from server.errors import Conflict, NotFound
+from server.metrics import Metrics
+from server.service import Caller
+from server.steplog import StepLog
+from server.trace import outcome_record
+
+
+class SessionService:
+    def __init__(
+        self, store: BudgetStore, steplog: StepLog, metrics: Metrics, ttl_s: int, config_hash: str
+    ) -> None:
+        self.store = store
+        self.steplog = steplog
+        self.metrics = metrics
+        self.ttl_s = ttl_s
+        self.config_hash = config_hash
+
+    async def describe(self, caller: Caller, session: str) -> dict[str, Any]:
+        info = await self._find(caller, session)
+        limit = caller.settings.interventions_per_session
+        return {
+            "session": session,
+            "tenant": caller.tenant,
+            "steps": info.steps,
+            "interventions_used": info.used,
+            "interventions_left": max(limit - info.used, 0),
+            "outcome_reported": info.outcome_reported,
+        }
+
+    async def report_outcome(
+        self, caller: Caller, session: str, success: bool, reward: float | None
+    ) -> dict[str, Any]:
+        await self._find(caller, session)
+        first = await self.store.mark_outcome(session_key(caller.tenant, session), self.ttl_s)
+        if not first:
+            raise Conflict(
+                f"The outcome of session '{session}' was already reported.",
+                code="outcome_already_reported",
+            )
+        self.steplog.submit(
+            outcome_record(caller.tenant, session, success, reward, self.config_hash)
+        )
+        self.metrics.outcomes.labels(caller.tenant, str(success).lower()).inc()
+        return {"session": session, "success": success, "recorded": True}
+
+    async def _find(self, caller: Caller, session: str) -> SessionInfo:
+        # Keys are per tenant: another tenant's session is indistinguishable from none.
+        info = await self.store.session(session_key(caller.tenant, session))
+        if info is None:
+            raise NotFound(f"No session '{session}' for this API key.", code="session_not_found")
+        return info

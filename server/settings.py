@@ -1,0 +1,248 @@
+"""Configuration: one TOML file validated by pydantic, unknown keys rejected.
+
+Environment variables `ESCALATOR_<SECTION>__<KEY>` override the file, e.g.
+`ESCALATOR_SERVER__PORT=9000`, so one file serves every replica of a deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from router.policies import PolicyConfigError, PolicyContext, build_policy
+
+MiB = 1024 * 1024
+KEY_DIGEST_PREFIX = "sha256:"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    admin_key_env: str | None = None
+    max_body_bytes: Annotated[int, Field(gt=0)] = 8 * MiB
+    # Requests with no Authorization header are served as this tenant. Allowed only on a
+    # loopback address: the embedded local default uses it, a network-facing proxy cannot.
+    anonymous_tenant: str | None = None
+
+    @model_validator(mode="after")
+    def _anonymous_only_on_loopback(self) -> ServerSettings:
+        if self.anonymous_tenant is not None and not _is_loopback(self.host):
+            raise ValueError(
+                "anonymous_tenant turns authentication off and is allowed only when host "
+                f"is a loopback address, not {self.host!r}"
+            )
+        return self
+
+
+class StorageSettings(_Section):
+    dir: Path = Path("escalator-data")
+    budget_store: Literal["memory", "sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    session_ttl_s: Annotated[int, Field(gt=0)] = 7 * 86_400
+    log_segment_bytes: Annotated[int, Field(gt=0)] = 64 * MiB
+    log_queue_size: Annotated[int, Field(gt=0)] = 10_000
+
+
+class UpstreamSettings(_Section):
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_connections: Annotated[int, Field(gt=0)] = 512
+    # Models this upstream serves that clients may name directly (pass-through, no decision).
+    models: list[str] = []
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    def api_key(self) -> str | None:
+        return os.environ[self.api_key_env] if self.api_key_env else None
+
+
+class ModelRef(_Section):
+    upstream: str
+    model: str
+
+
+class InterventionSettings(_Section):
+    kind: Literal["strong"]
+    upstream: str
+    model: str
+    cost: Annotated[int, Field(ge=1)] = 1
+
+
+class RouteSettings(_Section):
+    base: ModelRef
+    policy: dict[str, Any]
+    interventions: list[InterventionSettings] = []
+    decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            build_policy(value, PolicyContext(route="?", intervention="strong"))
+        except PolicyConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class TenantSettings(_Section):
+    api_keys: list[str] = []
+    interventions_per_session: Annotated[int, Field(ge=0)] = 3
+    interventions_per_day: Annotated[int, Field(ge=0)] | None = None
+    exploration: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    capture_content: bool = False
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            digest = key.removeprefix(KEY_DIGEST_PREFIX)
+            if not key.startswith(KEY_DIGEST_PREFIX) or len(digest) != 64 or not _is_hex(digest):
+                raise ValueError(
+                    "api_keys hold sha256 digests written 'sha256:<64 hex digits>' "
+                    "(python -c \"import hashlib;print(hashlib.sha256(b'KEY').hexdigest())\"), "
+                    "never the key itself"
+                )
+        return [key.lower() for key in keys]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix="ESCALATOR_", env_nested_delimiter="__"
+    )
+
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    upstreams: dict[str, UpstreamSettings] = {}
+    routes: dict[str, RouteSettings] = {}
+    tenants: dict[str, TenantSettings] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment overrides the file
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        for name, route in self.routes.items():
+            refs = [("base", route.base.upstream)] + [
+                (f"interventions[{i}]", iv.upstream) for i, iv in enumerate(route.interventions)
+            ]
+            for where, upstream in refs:
+                if upstream not in self.upstreams:
+                    raise ValueError(
+                        f"routes.{name}.{where}: unknown upstream {upstream!r}; "
+                        f"defined upstreams: {', '.join(sorted(self.upstreams)) or 'none'}"
+                    )
+            if name in self.passthrough_models():
+                raise ValueError(f"route {name!r} has the name of an upstream model")
+        for name, upstream in self.upstreams.items():
+            if upstream.api_key_env and upstream.api_key_env not in os.environ:
+                raise ValueError(
+                    f"upstreams.{name}.api_key_env: environment variable "
+                    f"{upstream.api_key_env} is not set"
+                )
+        if self.server.anonymous_tenant and self.server.anonymous_tenant not in self.tenants:
+            raise ValueError(
+                f"server.anonymous_tenant {self.server.anonymous_tenant!r} is not a tenant"
+            )
+        return self
+
+    def passthrough_models(self) -> dict[str, str]:
+        """Model name → upstream name, for models clients may call directly."""
+        models: dict[str, str] = {}
+        for name, upstream in self.upstreams.items():
+            for model in upstream.models:
+                models.setdefault(model, name)
+        for route in self.routes.values():
+            models.setdefault(route.base.model, route.base.upstream)
+            for iv in route.interventions:
+                models.setdefault(iv.model, iv.upstream)
+        return models
+
+    def config_hash(self) -> str:
+        """A short digest of the effective configuration, stamped on every logged record."""
+        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_settings(path: str | Path, server_overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate a config file; raise ConfigError with a readable message.
+    `server_overrides` (from the command line) replace keys of its [server] table."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if server_overrides:
+        data["server"] = {**data.get("server", {}), **server_overrides}
+    return validate_settings(data, source=str(path))
+
+
+def validate_settings(data: dict[str, Any], source: str = "config") -> Settings:
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def hash_api_key(key: str) -> str:
+    return KEY_DIGEST_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

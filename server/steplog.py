@@ -1,0 +1,118 @@
+"""The traffic log: JSON Lines segments written off the request path.
+
+Requests put records on a bounded queue and never wait; one writer thread serialises them
+and appends to the current segment, which rotates at a size limit and at midnight (UTC).
+A full queue drops the record and counts it. Closing drains the queue and flushes.
+
+Each process writes its own segments (`steps-<day>-<replica>-<seq>.jsonl`), so replicas can
+share one directory; training reads the whole directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+log = logging.getLogger("escalator.steplog")
+
+_STOP = object()
+
+
+class StepLog:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int,
+        queue_size: int,
+        on_written: Callable[[str], None] = lambda kind: None,
+        on_dropped: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.directory = directory
+        self._segment_bytes = segment_bytes
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._on_written = on_written
+        self._on_dropped = on_dropped
+        self._replica = f"{socket.gethostname()}-{os.getpid()}"
+        self._thread = threading.Thread(target=self._run, name="steplog-writer", daemon=True)
+        self._file: IO[bytes] | None = None
+        self._day = ""
+        self._seq = 0
+        self._size = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def submit(self, record: dict[str, Any]) -> bool:
+        """Queue a record for writing; never blocks. False if it had to be dropped."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            self._on_dropped()
+            return False
+        return True
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write everything queued so far, then stop the writer."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)  # blocking: the stop marker must not be dropped
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("step log writer did not finish within %.0fs", timeout_s)
+
+    # -- writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                self._write(item)
+                if self._queue.empty() and self._file is not None:
+                    self._file.flush()
+        finally:
+            if self._file is not None:
+                self._file.close()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            log.exception("step log record could not be serialised; dropped")
+            self.dropped += 1
+            self._on_dropped()
+            return
+        segment = self._segment(len(line))
+        segment.write(line)
+        self._size += len(line)
+        self._on_written(str(record.get("kind", "step")))
+
+    def _segment(self, incoming: int) -> IO[bytes]:
+        day = time.strftime("%Y%m%d", time.gmtime())
+        full = self._size and self._size + incoming > self._segment_bytes
+        if self._file is None or day != self._day or full:
+            if self._file is not None:
+                self._file.close()
+            self._seq = self._seq + 1 if day == self._day else 0
+            self._day = day
+            path = self.directory / f"steps-{day}-{self._replica}-{self._seq:04d}.jsonl"
+            self._file = open(path, "ab")  # noqa: SIM115  (kept open across writes)
+            self._size = self._file.tell()
+        return self._file

@@ -1,0 +1,137 @@
+"""Server-sent events: relay an upstream stream chunk by chunk, reading it on the way.
+
+Bytes reach the client exactly as the upstream sent them, as they arrive. On the side, a
+`StreamTranscript` parses the events to learn what the step record needs: the text, the
+tool calls, token usage, the time to the first token, and whether `[DONE]` arrived.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from server.errors import EscalatorError, UpstreamError
+from server.upstreams import UpstreamStream
+
+
+class StreamTranscript:
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first_token_ms: float | None = None
+        self.finished_ms: float | None = None
+        self.done = False
+        self.error: EscalatorError | None = None
+        self.usage: dict[str, Any] | None = None
+        self._buffer = b""
+        self._content: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while True:
+            end = self._buffer.find(b"\n\n")
+            if end < 0:
+                if b"\r\n\r\n" not in self._buffer:
+                    return
+                self._buffer = self._buffer.replace(b"\r\n", b"\n")
+                continue
+            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    self._on_data(line[5:].strip())
+
+    def _on_data(self, payload: bytes) -> None:
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if isinstance(data.get("usage"), dict):
+            self.usage = data["usage"]
+        choices = data.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return
+        delta = choices[0].get("delta") or {}
+        text = delta.get("content") or delta.get("reasoning_content")
+        calls = delta.get("tool_calls")
+        if (text or calls) and self.first_token_ms is None:
+            self.first_token_ms = (time.perf_counter() - self.started) * 1000
+        if delta.get("content"):
+            self._content.append(delta["content"])
+        for call in calls or []:
+            slot = self._tool_calls.setdefault(
+                call.get("index", 0), {"id": None, "type": "function", "function": {}}
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            fn = call.get("function") or {}
+            if fn.get("name"):
+                slot["function"]["name"] = fn["name"]
+            if fn.get("arguments"):
+                slot["function"]["arguments"] = (
+                    slot["function"].get("arguments", "") + fn["arguments"]
+                )
+
+    def response(self) -> dict[str, Any]:
+        """The first choice's message, as the step record's `response` holds it."""
+        calls = [self._tool_calls[i] for i in sorted(self._tool_calls)]
+        return {"content": "".join(self._content) or None, "tool_calls": calls or None}
+
+
+def error_event(error: EscalatorError) -> bytes:
+    """An SSE event carrying OpenAI's error envelope: clients raise it, never a silent end."""
+    return b"data: " + error.body() + b"\n\n"
+
+
+class SseRelay:
+    """The body of a streamed step: the upstream's bytes unchanged, ending with an error
+    event if the upstream breaks off.
+
+    `on_finish` runs exactly once however the stream ends: completed, broken, abandoned by a
+    client that disconnected, or never iterated at all (the HTTP layer calls `finish`).
+    """
+
+    def __init__(
+        self,
+        stream: UpstreamStream,
+        transcript: StreamTranscript,
+        on_finish: Callable[[StreamTranscript], None],
+    ) -> None:
+        self._stream = stream
+        self.transcript = transcript
+        self._on_finish = on_finish
+        self._finished = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        transcript = self.transcript
+        try:
+            async for chunk in self._stream.chunks():
+                transcript.feed(chunk)
+                yield chunk
+            if not transcript.done:
+                raise UpstreamError(
+                    f"upstream {self._stream.upstream.name!r} closed the stream before [DONE]",
+                    code="upstream_stream_incomplete",
+                )
+        except EscalatorError as exc:
+            transcript.error = exc
+            yield error_event(exc)
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.transcript.finished_ms = (time.perf_counter() - self.transcript.started) * 1000
+        self._stream.close()
+        self._on_finish(self.transcript)

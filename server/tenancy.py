@@ -1,0 +1,42 @@
+"""Tenants: an API key (stored as its sha256 digest) identifies the tenant."""
+
+from __future__ import annotations
+
+import hashlib
+
+from server.errors import AuthenticationFailed
+from server.service import Caller
+from server.settings import KEY_DIGEST_PREFIX, Settings
+
+
+class Tenancy:
+    def __init__(self, settings: Settings) -> None:
+        self._by_digest: dict[str, Caller] = {}
+        for name, tenant in settings.tenants.items():
+            for digest in tenant.api_keys:
+                self._by_digest[digest.removeprefix(KEY_DIGEST_PREFIX)] = Caller(name, tenant)
+        anonymous = settings.server.anonymous_tenant
+        self._anonymous = Caller(anonymous, settings.tenants[anonymous]) if anonymous else None
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller named by an `Authorization: Bearer <key>` header."""
+        if not authorization:
+            if self._anonymous is not None:
+                return self._anonymous
+            raise AuthenticationFailed(
+                "You didn't provide an API key: send it as 'Authorization: Bearer <key>'."
+            )
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationFailed("The Authorization header must be 'Bearer <key>'.")
+        # Looked up by digest: keys are never held in memory or config in the clear.
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        caller = self._by_digest.get(digest)
+        if caller is None:
+            if self._anonymous is not None:
+                return (
+                    self._anonymous
+                )  # local default: any key is accepted, as OpenAI SDKs need one
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return caller

@@ -1,0 +1,252 @@
+"""A fake OpenAI-compatible model server: real HTTP on 127.0.0.1, behaviour chosen by model.
+
+Models, matched by prefix (`slow-0.2` sleeps 0.2 s; any other name behaves as echo):
+  echo            answers with the last user message (tool calls when tools are offered)
+  slow[-S]        echo after S seconds (default 0.5)
+  error-500       500 with a JSON error
+  html-502        502 with an HTML page, as a load balancer sends
+  429             429 with retry-after: 7
+  bad-request     400 with OpenAI's error envelope
+  die-mid-stream  streams two chunks, then drops the connection (non-stream: drops it at once)
+  stall           streams one chunk, then says nothing (non-stream: never answers)
+
+Run alone for benchmarks: `python -m tests.fake_upstream --port 8001`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class FakeUpstreamLog:
+    """What the fake saw: request bodies, and requests whose client went away."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: int = 0
+
+    def models(self) -> list[str]:
+        return [r.get("model", "") for r in self.requests]
+
+
+def _answer_text(body: dict[str, Any]) -> str:
+    if "prompt" in body:
+        return f"echo: {body['prompt']}"
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return f"echo: {content if isinstance(content, str) else '[parts]'}"
+    return "echo"
+
+
+def _tool_call(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    tools = body.get("tools")
+    if not tools or body.get("tool_choice") == "none":
+        return None
+    name = tools[0].get("function", {}).get("name", "tool")
+    return [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps({"echo": True}).decode()},
+        }
+    ]
+
+
+def _logprobs(text: str) -> dict[str, Any]:
+    return {
+        "content": [
+            {"token": tok, "logprob": -0.1, "bytes": list(tok.encode()), "top_logprobs": []}
+            for tok in text.split(" ")
+        ]
+    }
+
+
+def _completion(body: dict[str, Any]) -> dict[str, Any]:
+    text = _answer_text(body)
+    calls = _tool_call(body)
+    chat = "messages" in body
+    choices = []
+    for i in range(int(body.get("n") or 1)):
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
+            if calls:
+                message["tool_calls"] = calls
+            choice: dict[str, Any] = {
+                "index": i,
+                "message": message,
+                "finish_reason": "tool_calls" if calls else "stop",
+                "logprobs": _logprobs(text) if body.get("logprobs") else None,
+            }
+        else:
+            choice = {"index": i, "text": text, "finish_reason": "stop", "logprobs": None}
+        choices.append(choice)
+    return {
+        "id": "cmpl-fake",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model", "echo"),
+        "choices": choices,
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+def _chunks(body: dict[str, Any]) -> list[bytes]:
+    """SSE events for a streamed answer, as vLLM and OpenAI send them."""
+    base = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "echo"),
+    }
+    calls = _tool_call(body)
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    if calls:
+        deltas.append({"tool_calls": [{"index": 0, **calls[0]}]})
+    else:
+        deltas += [{"content": word + " "} for word in _answer_text(body).split(" ")]
+    events = [
+        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 11, "completion_tokens": len(deltas), "total_tokens": 11}
+        events.append({**base, "choices": [], "usage": usage})
+    return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def make_app(log: FakeUpstreamLog) -> web.Application:
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json(loads=orjson.loads)
+        log.requests.append(body)
+        model = str(body.get("model", "echo"))
+        try:
+            return await _behave(request, body, model)
+        except asyncio.CancelledError:
+            log.cancelled += 1
+            raise
+
+    async def models(request: web.Request) -> web.Response:
+        names = ["echo", "slow", "error-500", "html-502", "429", "die-mid-stream", "stall"]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in names]
+        return web.json_response({"object": "list", "data": data})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+    stream = body.get("stream") is True
+    if model.startswith("slow"):
+        _, _, seconds = model.partition("-")
+        await asyncio.sleep(float(seconds or 0.5))
+    elif model.startswith("error-500"):
+        return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+    elif model.startswith("html-502"):
+        return web.Response(
+            text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+            status=502,
+            content_type="text/html",
+        )
+    elif model.startswith("429"):
+        return web.json_response(
+            {"error": {"message": "slow down", "type": "rate_limit_error"}},
+            status=429,
+            headers={"retry-after": "7"},
+        )
+    elif model.startswith("bad-request"):
+        return web.json_response(
+            {
+                "error": {
+                    "message": "context too long",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": None,
+                }
+            },
+            status=400,
+        )
+    elif model.startswith("die-mid-stream") and not stream:
+        _drop(request)
+    elif model.startswith("stall") and not stream:
+        await asyncio.sleep(3600)
+
+    if not stream:
+        return web.Response(body=orjson.dumps(_completion(body)), content_type="application/json")
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    for i, chunk in enumerate(_chunks(body)):
+        if model.startswith("die-mid-stream") and i == 2:
+            _drop(request)
+            return response
+        if model.startswith("stall") and i == 1:
+            await asyncio.sleep(3600)
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    assert transport is not None
+    transport.abort()
+    raise asyncio.CancelledError  # nothing more to send on a dropped connection
+
+
+class FakeUpstream:
+    """The fake server on its own thread and event loop, for tests."""
+
+    def __init__(self) -> None:
+        self.log = FakeUpstreamLog()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(make_app(self.log), handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    web.run_app(make_app(FakeUpstreamLog()), host=args.host, port=args.port, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
