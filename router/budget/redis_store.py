@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from router.budget.base import Reservation, Scope, SessionInfo, StepStart
 
@@ -55,8 +55,11 @@ return first
 
 
 class RedisBudgetStore:
-    def __init__(self, url: str, prefix: str = "escalator") -> None:
-        self._redis: Redis = Redis.from_url(url)
+    def __init__(self, url: str, prefix: str = "escalator", max_connections: int = 64) -> None:
+        # A blocking pool: a burst beyond max_connections waits for a free connection
+        # instead of failing the step.
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+        self._redis: Redis = Redis(connection_pool=pool)
         self._prefix = prefix
         self._begin_step = self._redis.register_script(_BEGIN_STEP)
         self._reserve = self._redis.register_script(_RESERVE)
@@ -100,4 +103,4 @@ class RedisBudgetStore:
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)

@@ -1,0 +1,179 @@
+"""One contract suite for every budget store: memory, SQLite, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from router.budget import BudgetStore, Scope, open_store
+from tests.servers import RedisServer
+
+StoreFactory = Callable[[], BudgetStore]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens stores of one kind; stores opened twice share state (except memory)."""
+    kind = request.param
+    redis_url = ""
+    if kind == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        redis_url = redis.url
+        await _flush(redis_url)
+    opened: list[BudgetStore] = []
+    shared_memory: list[BudgetStore] = []
+
+    def make() -> BudgetStore:
+        if kind == "memory" and shared_memory:
+            return shared_memory[0]
+        store = open_store(kind, sqlite_path=tmp_path / "budget.db", redis_url=redis_url)
+        opened.append(store)
+        if kind == "memory":
+            shared_memory.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def _flush(url: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+
+
+def session(limit: int, key: str = "acme/s/ep-1", ttl_s: int = 3600) -> Scope:
+    return Scope(key, limit, ttl_s)
+
+
+async def test_steps_count_from_zero_per_session(make_store: StoreFactory) -> None:
+    store = make_store()
+    starts = [await store.begin_step("acme/s/a", 3600) for _ in range(3)]
+    assert [s.step for s in starts] == [0, 1, 2]
+    assert (await store.begin_step("acme/s/b", 3600)).step == 0
+    info = await store.session("acme/s/a")
+    assert info is not None and info.steps == 3 and info.used == 0
+
+
+async def test_reserve_grants_up_to_the_limit_then_refuses(make_store: StoreFactory) -> None:
+    store = make_store()
+    scope = session(limit=3)
+    granted = [await store.reserve([scope], 1) for _ in range(5)]
+    assert [g is not None for g in granted] == [True, True, True, False, False]
+    assert await store.used(scope.key) == 3
+
+
+async def test_cost_greater_than_the_remaining_budget_is_refused(make_store: StoreFactory) -> None:
+    store = make_store()
+    scope = session(limit=3)
+    assert await store.reserve([scope], 2) is not None
+    assert await store.reserve([scope], 2) is None
+    assert await store.used(scope.key) == 2
+    assert await store.reserve([scope], 1) is not None
+
+
+async def test_budget_zero_grants_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.reserve([session(limit=0)], 1) is None
+    assert await store.used("acme/s/ep-1") == 0
+
+
+async def test_reservation_takes_from_every_scope_or_none(make_store: StoreFactory) -> None:
+    store = make_store()
+    day = Scope("acme/day/2026-11-21", 2, 7200)
+    first, second = session(5, "acme/s/a"), session(5, "acme/s/b")
+    assert await store.reserve([first, day], 1) is not None
+    assert await store.reserve([second, day], 1) is not None
+    # The tenant's day is spent: the session still has budget but nothing may be taken.
+    assert await store.reserve([second, day], 1) is None
+    assert await store.used(second.key) == 1
+    assert await store.used(day.key) == 2
+
+
+async def test_refund_returns_exactly_the_reserved_units(make_store: StoreFactory) -> None:
+    store = make_store()
+    scope, day = session(limit=3), Scope("acme/day/d", 10, 7200)
+    kept = await store.reserve([scope, day], 1)
+    refunded = await store.reserve([scope, day], 2)
+    assert kept is not None and refunded is not None
+    await store.refund(refunded)
+    assert await store.used(scope.key) == 1
+    assert await store.used(day.key) == 1
+
+
+async def test_refund_never_goes_below_zero(make_store: StoreFactory) -> None:
+    store = make_store()
+    scope = session(limit=3)
+    reservation = await store.reserve([scope], 1)
+    assert reservation is not None
+    await store.refund(reservation)
+    await store.refund(reservation)
+    assert await store.used(scope.key) == 0
+
+
+async def test_200_concurrent_reservations_on_one_session_grant_exactly_c(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    scope = session(limit=5)
+    results = await asyncio.gather(*(store.reserve([scope], 1) for _ in range(200)))
+    assert sum(r is not None for r in results) == 5
+    assert await store.used(scope.key) == 5
+
+
+async def test_two_store_clients_sharing_state_never_exceed_c(make_store: StoreFactory) -> None:
+    """Two clients of one backing store (as two replicas have) race for one session."""
+    first, second = make_store(), make_store()
+    scope = session(limit=5)
+    results = await asyncio.gather(
+        *(store.reserve([scope], 1) for _ in range(100) for store in (first, second))
+    )
+    assert sum(r is not None for r in results) == 5
+    assert await first.used(scope.key) == 5
+
+
+async def test_outcome_is_marked_once(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.begin_step("acme/s/a", 3600)
+    assert await store.mark_outcome("acme/s/a", 3600) is True
+    assert await store.mark_outcome("acme/s/a", 3600) is False
+    info = await store.session("acme/s/a")
+    assert info is not None and info.outcome_reported
+
+
+async def test_a_session_without_steps_does_not_exist(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.session("acme/s/nobody") is None
+    await store.reserve([session(3, "acme/s/budget-only")], 1)
+    assert await store.session("acme/s/budget-only") is None
+
+
+async def test_keys_expire_after_their_ttl(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.begin_step("acme/s/short", 1)
+    assert await store.reserve([session(3, "acme/s/short", ttl_s=1)], 1) is not None
+    await asyncio.sleep(2.1)
+    assert await store.session("acme/s/short") is None
+    assert await store.used("acme/s/short") == 0
+    assert (await store.begin_step("acme/s/short", 1)).step == 0
+
+
+async def test_ping(make_store: StoreFactory) -> None:
+    assert await make_store().ping() is True
+
+
+async def test_sqlite_budget_survives_a_restart(tmp_path: Path) -> None:
+    store = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
+    await store.begin_step("acme/s/a", 3600)
+    await store.reserve([session(3, "acme/s/a")], 2)
+    await store.close()
+    reopened = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
+    info = await reopened.session("acme/s/a")
+    assert info is not None and (info.steps, info.used) == (1, 2)
+    await reopened.close()
