@@ -92,6 +92,8 @@ class ChatService:
                     target, reservation, decision = await self._reserve(
                         route, caller, decision, trace
                     )
+                if decision.reason == "budget_exhausted":
+                    self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
                 trace.decision = decision
             payload = raw if route is None else _with_model(body, target.model)
             try:  # 6. upstream
@@ -243,7 +245,6 @@ class ChatService:
             )
         reservation = await self.store.reserve(scopes, cost)
         if reservation is None:
-            self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
             denied = replace(decision, action=BASE, propensity=1.0, reason="budget_exhausted")
             return route.base, None, denied
         trace.budget_after = max((trace.budget_before or 0) - cost, 0)

@@ -1,0 +1,54 @@
+"""Small readers for what the proxy leaves behind: step-log records and metric samples."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.servers import RunningProxy
+
+
+def user(text: str = "What is 2+2?") -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def records(proxy: RunningProxy, count: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Wait until the step log holds at least `count` records; return them all."""
+    directory = Path(proxy.settings.storage.dir) / "logs"
+    deadline = time.monotonic() + timeout_s
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = [
+            orjson.loads(line)
+            for path in sorted(directory.glob("*.jsonl"))
+            for line in path.read_bytes().splitlines()
+            if line
+        ]
+        if len(found) >= count:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"expected {count} log records, found {len(found)}")
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    text = client.get("/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
