@@ -29,8 +29,9 @@ def free_port() -> int:
 def proxy_config(upstream_url: str, data_dir: Path, **sections: Any) -> dict[str, Any]:
     """A configuration with one upstream per role (both on the fake) and two tenants.
 
-    Routes: `agent` (threshold policy), `always`, `never`, and `fragile` (its intervention
-    always fails). Each section given replaces or extends the defaults.
+    Routes: `agent` (threshold policy), `always`, `never`; `fragile` (its intervention
+    fails), `stalling` (its intervention never answers), `broken` (everything fails).
+    Each section given replaces or extends the defaults.
     """
     strong = {"kind": "strong", "upstream": "strong", "model": "strong-model", "cost": 1}
     config: dict[str, Any] = {
@@ -39,7 +40,7 @@ def proxy_config(upstream_url: str, data_dir: Path, **sections: Any) -> dict[str
         "upstreams": {
             "weak": {
                 "base_url": upstream_url,
-                "timeout_s": 2,
+                "timeout_s": 1,
                 "models": [
                     "echo",
                     "stall",
@@ -51,7 +52,7 @@ def proxy_config(upstream_url: str, data_dir: Path, **sections: Any) -> dict[str
                     "die-mid-stream",
                 ],
             },
-            "strong": {"base_url": upstream_url, "timeout_s": 2},
+            "strong": {"base_url": upstream_url, "timeout_s": 1},
         },
         "routes": {
             "agent": {
@@ -68,6 +69,16 @@ def proxy_config(upstream_url: str, data_dir: Path, **sections: Any) -> dict[str
                 "base": {"upstream": "weak", "model": "weak-model"},
                 "policy": {"kind": "never"},
                 "interventions": [strong],
+            },
+            "stalling": {
+                "base": {"upstream": "weak", "model": "weak-model"},
+                "policy": {"kind": "always"},
+                "interventions": [{**strong, "model": "stall-strong"}],
+            },
+            "broken": {
+                "base": {"upstream": "weak", "model": "error-500-weak"},
+                "policy": {"kind": "always"},
+                "interventions": [{**strong, "model": "error-500-strong"}],
             },
             "fragile": {
                 "base": {"upstream": "weak", "model": "weak-model"},
