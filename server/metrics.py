@@ -49,7 +49,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # `_created` series double the exposition and no dashboard reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "escalator_requests_total",

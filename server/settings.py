@@ -156,19 +156,19 @@ class Settings(BaseSettings):
             refs = [("base", route.base.upstream)] + [
                 (f"interventions[{i}]", iv.upstream) for i, iv in enumerate(route.interventions)
             ]
-            for where, upstream in refs:
-                if upstream not in self.upstreams:
+            for where, ref in refs:
+                if ref not in self.upstreams:
                     raise ValueError(
-                        f"routes.{name}.{where}: unknown upstream {upstream!r}; "
+                        f"routes.{name}.{where}: unknown upstream {ref!r}; "
                         f"defined upstreams: {', '.join(sorted(self.upstreams)) or 'none'}"
                     )
             if name in self.passthrough_models():
                 raise ValueError(f"route {name!r} has the name of an upstream model")
-        for name, upstream in self.upstreams.items():
-            if upstream.api_key_env and upstream.api_key_env not in os.environ:
+        for name, settings in self.upstreams.items():
+            if settings.api_key_env and settings.api_key_env not in os.environ:
                 raise ValueError(
                     f"upstreams.{name}.api_key_env: environment variable "
-                    f"{upstream.api_key_env} is not set"
+                    f"{settings.api_key_env} is not set"
                 )
         if self.server.anonymous_tenant and self.server.anonymous_tenant not in self.tenants:
             raise ValueError(

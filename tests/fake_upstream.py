@@ -131,7 +131,8 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
         try:
             return await _behave(request, body, model)
         except asyncio.CancelledError:
-            log.cancelled += 1
+            if not request.get("dropped"):  # the client went away, not our own drop
+                log.cancelled += 1
             raise
 
     async def models(request: web.Request) -> web.Response:
@@ -178,7 +179,7 @@ async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web
             status=400,
         )
     elif model.startswith("die-mid-stream") and not stream:
-        _drop(request)
+        await _drop(request)
     elif model.startswith("stall") and not stream:
         await asyncio.sleep(3600)
 
@@ -188,7 +189,7 @@ async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web
     await response.prepare(request)
     for i, chunk in enumerate(_chunks(body)):
         if model.startswith("die-mid-stream") and i == 2:
-            _drop(request)
+            await _drop(request)
             return response
         if model.startswith("stall") and i == 1:
             await asyncio.sleep(3600)
@@ -197,10 +198,13 @@ async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web
     return response
 
 
-def _drop(request: web.Request) -> None:
+async def _drop(request: web.Request) -> None:
+    """Close the connection mid-answer, after what was written has had time to arrive."""
+    await asyncio.sleep(0.05)
     transport = request.transport
     assert transport is not None
-    transport.abort()
+    transport.close()
+    request["dropped"] = True
     raise asyncio.CancelledError  # nothing more to send on a dropped connection
 
 
