@@ -32,6 +32,7 @@ class FakeUpstreamLog:
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0
+    keep_requests: bool = True
 
     def models(self) -> list[str]:
         return [r.get("model", "") for r in self.requests]
@@ -126,7 +127,8 @@ def _chunks(body: dict[str, Any]) -> list[bytes]:
 def make_app(log: FakeUpstreamLog) -> web.Application:
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
-        log.requests.append(body)
+        if log.keep_requests:
+            log.requests.append(body)
         model = str(body.get("model", "echo"))
         try:
             return await _behave(request, body, model)
@@ -248,8 +250,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--quiet", action="store_true", help="keep no request log (benchmarks)")
     args = parser.parse_args()
-    web.run_app(make_app(FakeUpstreamLog()), host=args.host, port=args.port, access_log=None)
+    log = FakeUpstreamLog(keep_requests=not args.quiet)
+    web.run_app(make_app(log), host=args.host, port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

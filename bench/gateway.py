@@ -1,0 +1,352 @@
+"""Gateway overhead: the proxy's added latency against calling the same upstream directly.
+
+Layout (2 cores): the fake upstream and the load generator share core 0, the proxy runs on
+core 1 with its default production shape (threshold policy, SQLite budgets, step log and
+metrics on). Fixed rates use an open-loop generator with evenly spaced arrivals; latency is
+measured from each request's scheduled send time, so a stalled proxy cannot hide queueing.
+Maximum throughput uses wrk.
+
+    python bench/gateway.py                 # all measurements, about 3 minutes
+    python bench/gateway.py --quick         # one repetition, shorter runs
+    python bench/gateway.py --litellm       # also LiteLLM in front of the same upstream
+
+Prints a table and writes bench/results/gateway-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import tomli_w
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.settings import hash_api_key  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+
+KEY = "sk-bench"
+LOAD_CORE, PROXY_CORE = 0, 1
+
+
+def agent_body(model: str, turn: int, stream: bool = False) -> dict[str, Any]:
+    """One step of a tool-using agent: a realistic request of about 1 kB."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are a careful agent. Use the calculator tool."},
+        {
+            "role": "user",
+            "content": "A train leaves at 3pm at 80 km/h; when has it covered 260 km?",
+        },
+    ]
+    for i in range(turn % 4):
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"c{i}",
+                        "type": "function",
+                        "function": {
+                            "name": "calc",
+                            "arguments": json.dumps({"expr": f"260/80+{i}"}),
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": f"c{i}", "content": str(3.25 + i)},
+        ]
+    body: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0.0}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    model: str
+    headers: dict[str, str]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def open_loop(target: Target, rate: float, seconds: float, stream: bool) -> dict[str, float]:
+    """Send `rate` requests per second, evenly spaced, for `seconds`; latencies in ms."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            headers = {**target.headers, "x-session-id": f"bench-{i % 200}"}
+            body = orjson.dumps(agent_body(target.model, i // 200, stream))
+            try:
+                async with session.post(target.url, data=body, headers=headers) as response:
+                    if stream:
+                        async for _ in response.content.iter_any():
+                            latencies.append((time.perf_counter() - scheduled) * 1000)
+                            break
+                        await response.read()
+                    else:
+                        await response.read()
+                        latencies.append((time.perf_counter() - scheduled) * 1000)
+                    if response.status != 200:
+                        errors += 1
+            except aiohttp.ClientError:
+                errors += 1
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
+    return {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def wrk(target: Target, connections: int, seconds: int) -> float:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    body = json.dumps(orjson.dumps(agent_body(target.model, 1)).decode())
+    headers = "".join(
+        f'wrk.headers["{k}"] = "{v}"\n'
+        for k, v in {**target.headers, "content-type": "application/json"}.items()
+    )
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {body}\n{headers}'
+        "request = function()\n"
+        '  return wrk.format(nil, nil, {["x-session-id"] = "wrk-" .. math.random(1, 1000)})\n'
+        "end\n"
+    )
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(LOAD_CORE),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            target.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses against {target.name}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def start(cmd: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["taskset", "-c", str(core), *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def wait_up(url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def proxy_config(upstream: str, data: Path, port: int) -> dict[str, Any]:
+    strong = {"kind": "strong", "upstream": "strong", "model": "strong-model", "cost": 1}
+    return {
+        "server": {"port": port},
+        "storage": {"dir": str(data), "budget_store": "sqlite"},
+        "upstreams": {"weak": {"base_url": upstream}, "strong": {"base_url": upstream}},
+        "routes": {
+            "agent": {
+                "base": {"upstream": "weak", "model": "weak-model"},
+                "policy": {"kind": "threshold", "threshold": 0.5},
+                "interventions": [strong],
+            }
+        },
+        "tenants": {"bench": {"api_keys": [hash_api_key(KEY)], "interventions_per_session": 3}},
+    }
+
+
+def start_litellm(upstream: str, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
+    binary = shutil.which("litellm")
+    if binary is None:
+        raise SystemExit("litellm is not installed: pip install 'litellm[proxy]'")
+    port = free_port()
+    config = work / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: agent\n    litellm_params:\n"
+        f"      model: openai/weak-model\n      api_base: {upstream}\n      api_key: none\n"
+        "general_settings:\n  master_key: sk-litellm-bench\n"
+    )
+    process = start(
+        [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+        PROXY_CORE,
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+    )
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return process, Target("litellm", url, "agent", {"authorization": "Bearer sk-litellm-bench"})
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--litellm", action="store_true")
+    args = parser.parse_args()
+    seconds, repeats, wrk_seconds = (5.0, 1, 5) if args.quick else (10.0, 3, 10)
+    os.sched_setaffinity(0, {LOAD_CORE})
+
+    work = Path(tempfile.mkdtemp(prefix="escalator-bench-"))
+    upstream_port, proxy_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    config = work / "escalator.toml"
+    config.write_bytes(tomli_w.dumps(proxy_config(upstream, work / "data", proxy_port)).encode())
+    processes = [
+        start(
+            [sys.executable, "-m", "tests.fake_upstream", "--port", str(upstream_port), "--quiet"],
+            LOAD_CORE,
+        ),
+        start(
+            [
+                sys.executable,
+                "-m",
+                "escalator",
+                "serve",
+                "--config",
+                str(config),
+                "--log-level",
+                "warning",
+            ],
+            PROXY_CORE,
+        ),
+    ]
+    targets = {
+        "direct": Target("direct", f"{upstream}/chat/completions", "weak-model", {}),
+        "escalator": Target(
+            "escalator",
+            f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+            "agent",
+            {"authorization": f"Bearer {KEY}"},
+        ),
+    }
+    if args.litellm:
+        process, target = start_litellm(upstream, work)
+        processes.append(process)
+        targets["litellm"] = target
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "cores": {"load+upstream": LOAD_CORE, "proxy": PROXY_CORE},
+    }
+    try:
+        await wait_up(f"http://127.0.0.1:{upstream_port}/v1/models")
+        await wait_up(f"http://127.0.0.1:{proxy_port}/healthz")
+        if args.litellm:
+            await wait_up(
+                targets["litellm"].url.replace("/v1/chat/completions", "/health/liveliness")
+            )
+        for target in targets.values():  # warm up pools and caches
+            await open_loop(target, 100, 1.0, stream=False)
+
+        for label, rate, stream in [
+            ("nonstream@50", 50, False),
+            ("nonstream@500", 500, False),
+            ("stream@100", 100, True),
+        ]:
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for _ in range(repeats):
+                for name, target in targets.items():
+                    if name == "litellm" and rate > 75:
+                        continue  # LiteLLM saturates near 75 req/s on one core
+                    runs[name].append(await open_loop(target, rate, seconds, stream))
+            results[label] = {
+                name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                for name, rs in runs.items()
+                if rs
+            }
+        for connections in (16, 64):
+            results[f"max_rps@c{connections}"] = {
+                name: statistics.median(wrk(t, connections, wrk_seconds) for _ in range(repeats))
+                for name, t in targets.items()
+                if name != "litellm"
+            }
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+    report(results)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten: {path.relative_to(ROOT)}")
+
+
+def report(results: dict[str, Any]) -> None:
+    print(
+        f"{'measure':<16} {'direct p50/p99':>16} {'escalator p50/p99':>19} {'added p50/p99':>16}"
+        f" {'litellm added p50':>18}"
+    )
+    for label in ("nonstream@50", "nonstream@500", "stream@100"):
+        r = results[label]
+        d, e = r["direct"], r["escalator"]
+        line = (
+            f"{label:<16} {d['p50_ms']:7.2f}/{d['p99_ms']:<7.2f}  {e['p50_ms']:8.2f}/{e['p99_ms']:<8.2f}"
+            f"  {e['p50_ms'] - d['p50_ms']:7.2f}/{e['p99_ms'] - d['p99_ms']:<7.2f}"
+        )
+        if "litellm" in r:
+            added = r["litellm"]["p50_ms"] - d["p50_ms"]
+            line += f"  {added:8.2f} ({added / max(e['p50_ms'] - d['p50_ms'], 1e-3):.0f}x)"
+        print(line)
+        if e.get("errors"):
+            print(f"  escalator errors: {e['errors']}")
+    for c in (16, 64):
+        r = results[f"max_rps@c{c}"]
+        print(
+            f"max req/s c={c:<3}  direct {r['direct']:8.0f}   escalator {r['escalator']:8.0f}"
+            f"   ratio {r['escalator'] / r['direct']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
