@@ -331,7 +331,8 @@ def report(results: dict[str, Any]) -> None:
         r = results[label]
         d, e = r["direct"], r["escalator"]
         line = (
-            f"{label:<16} {d['p50_ms']:7.2f}/{d['p99_ms']:<7.2f}  {e['p50_ms']:8.2f}/{e['p99_ms']:<8.2f}"
+            f"{label:<16} {d['p50_ms']:7.2f}/{d['p99_ms']:<7.2f}"
+            f"  {e['p50_ms']:8.2f}/{e['p99_ms']:<8.2f}"
             f"  {e['p50_ms'] - d['p50_ms']:7.2f}/{e['p99_ms'] - d['p99_ms']:<7.2f}"
         )
         if "litellm" in r:
