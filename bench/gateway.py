@@ -140,7 +140,10 @@ def wrk(target: Target, connections: int, seconds: int) -> float:
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = {body}\n{headers}'
         "request = function()\n"
-        '  return wrk.format(nil, nil, {["x-session-id"] = "wrk-" .. math.random(1, 1000)})\n'
+        "  local headers = {}\n"
+        "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
+        '  headers["x-session-id"] = "wrk-" .. math.random(1, 1000)\n'
+        "  return wrk.format(nil, nil, headers)\n"
         "end\n"
     )
     out = subprocess.run(
@@ -190,11 +193,11 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def proxy_config(upstream: str, data: Path, port: int) -> dict[str, Any]:
+def proxy_config(upstream: str, data: Path, port: int, store: str = "sqlite") -> dict[str, Any]:
     strong = {"kind": "strong", "upstream": "strong", "model": "strong-model", "cost": 1}
     return {
         "server": {"port": port},
-        "storage": {"dir": str(data), "budget_store": "sqlite"},
+        "storage": {"dir": str(data), "budget_store": store},
         "upstreams": {"weak": {"base_url": upstream}, "strong": {"base_url": upstream}},
         "routes": {
             "agent": {
@@ -231,15 +234,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--litellm", action="store_true")
+    parser.add_argument("--budget-store", default="sqlite", choices=["memory", "sqlite"])
     args = parser.parse_args()
     seconds, repeats, wrk_seconds = (5.0, 1, 5) if args.quick else (10.0, 3, 10)
     os.sched_setaffinity(0, {LOAD_CORE})
 
     work = Path(tempfile.mkdtemp(prefix="escalator-bench-"))
-    upstream_port, proxy_port = free_port(), free_port()
+    upstream_port, proxy_port, baseline_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     config = work / "escalator.toml"
-    config.write_bytes(tomli_w.dumps(proxy_config(upstream, work / "data", proxy_port)).encode())
+    config.write_bytes(
+        tomli_w.dumps(proxy_config(upstream, work / "data", proxy_port, args.budget_store)).encode()
+    )
     processes = [
         start(
             [sys.executable, "-m", "tests.fake_upstream", "--port", str(upstream_port), "--quiet"],
@@ -258,9 +264,21 @@ async def main() -> None:
             ],
             PROXY_CORE,
         ),
+        start(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "baseline_proxy.py"),
+                upstream,
+                str(baseline_port),
+            ],
+            PROXY_CORE,
+        ),
     ]
     targets = {
         "direct": Target("direct", f"{upstream}/chat/completions", "weak-model", {}),
+        "baseline": Target(
+            "baseline", f"http://127.0.0.1:{baseline_port}/v1/chat/completions", "weak-model", {}
+        ),
         "escalator": Target(
             "escalator",
             f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
@@ -279,6 +297,7 @@ async def main() -> None:
     try:
         await wait_up(f"http://127.0.0.1:{upstream_port}/v1/models")
         await wait_up(f"http://127.0.0.1:{proxy_port}/healthz")
+        await wait_up(f"http://127.0.0.1:{baseline_port}/")
         if args.litellm:
             await wait_up(
                 targets["litellm"].url.replace("/v1/chat/completions", "/health/liveliness")
@@ -323,29 +342,31 @@ async def main() -> None:
 
 
 def report(results: dict[str, Any]) -> None:
+    """Added latency = the proxy's percentile minus the direct call's, same run and script."""
     print(
-        f"{'measure':<16} {'direct p50/p99':>16} {'escalator p50/p99':>19} {'added p50/p99':>16}"
-        f" {'litellm added p50':>18}"
+        f"{'measure':<15}{'target':<11}{'p50 ms':>8}{'p99 ms':>8}{'added p50':>11}{'added p99':>11}"
     )
     for label in ("nonstream@50", "nonstream@500", "stream@100"):
-        r = results[label]
-        d, e = r["direct"], r["escalator"]
-        line = (
-            f"{label:<16} {d['p50_ms']:7.2f}/{d['p99_ms']:<7.2f}"
-            f"  {e['p50_ms']:8.2f}/{e['p99_ms']:<8.2f}"
-            f"  {e['p50_ms'] - d['p50_ms']:7.2f}/{e['p99_ms'] - d['p99_ms']:<7.2f}"
-        )
-        if "litellm" in r:
-            added = r["litellm"]["p50_ms"] - d["p50_ms"]
-            line += f"  {added:8.2f} ({added / max(e['p50_ms'] - d['p50_ms'], 1e-3):.0f}x)"
-        print(line)
-        if e.get("errors"):
-            print(f"  escalator errors: {e['errors']}")
+        rows = results[label]
+        direct = rows["direct"]
+        for name, row in rows.items():
+            added = ""
+            if name != "direct":
+                p50, p99 = row["p50_ms"] - direct["p50_ms"], row["p99_ms"] - direct["p99_ms"]
+                added = f"{p50:11.2f}{p99:11.2f}"
+            errors = f"  ({row['errors']:.0f} errors)" if row.get("errors") else ""
+            print(f"{label:<15}{name:<11}{row['p50_ms']:8.2f}{row['p99_ms']:8.2f}{added}{errors}")
+        if "litellm" in rows:
+            ours = rows["escalator"]["p50_ms"] - direct["p50_ms"]
+            theirs = rows["litellm"]["p50_ms"] - direct["p50_ms"]
+            print(
+                f"{'':<15}LiteLLM added p50 / Escalator added p50 = {theirs / max(ours, 1e-3):.1f}x"
+            )
     for c in (16, 64):
         r = results[f"max_rps@c{c}"]
+        cells = "  ".join(f"{name} {value:7.0f}" for name, value in r.items())
         print(
-            f"max req/s c={c:<3}  direct {r['direct']:8.0f}   escalator {r['escalator']:8.0f}"
-            f"   ratio {r['escalator'] / r['direct']:.2f}"
+            f"max req/s c={c:<3} {cells}   escalator/baseline {r['escalator'] / r['baseline']:.2f}"
         )
 
 

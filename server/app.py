@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -90,9 +89,9 @@ def create_app(settings: Settings) -> FastAPI:
     state.ready = {}
     state.ready_checked_at = float("-inf")
 
-    app.include_router(openai.router)
-    app.include_router(sessions.router)
-    app.include_router(ops.router)
+    # Plain Starlette routes: the handlers take the raw request (bodies pass through
+    # unparsed by pydantic), and skipping FastAPI's dependency solving is measurably faster.
+    app.router.routes.extend([*openai.routes, *sessions.routes, *ops.routes])
     app.add_middleware(StepHeaders, metrics=metrics)
     _install_error_handlers(app)
     return app
@@ -115,10 +114,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             error = InvalidRequest(str(exc.detail))
             error.status = exc.status_code
         return error_response(error)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(InvalidRequest(f"Invalid request: {exc.errors()[0]['msg']}"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -36,12 +37,19 @@ class StepHeaders:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Request ids: a random per-process prefix and a counter. Unique across replicas
+        # and restarts, and far cheaper than a uuid4 (a getrandom syscall) per request.
+        self._id_prefix = f"req_{secrets.token_hex(6)}"
+        self._ids = itertools.count()
+
+    def _next_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):010x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace = StepTrace(request_id=f"req_{uuid.uuid4().hex}")
+        trace = StepTrace(request_id=self._next_request_id())
         scope.setdefault("state", {})["trace"] = trace
         api_path = scope["path"].startswith("/v1/")
 
@@ -105,19 +113,30 @@ async def read_json_object(request: Request, max_bytes: int) -> tuple[dict[str, 
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive))
+    """Await `work` in this task, cancelling it if the client disconnects first.
+
+    One watcher task per request, and the work runs inline: cheaper than racing two tasks,
+    which matters at thousands of requests per second.
+    """
+    this = asyncio.current_task()
+    assert this is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_for_disconnect(request.receive)
+        gone = True
+        this.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            raise ClientDisconnected() from None
+        raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientDisconnected()
-    return task.result()
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -177,3 +178,49 @@ async def test_sqlite_budget_survives_a_restart(tmp_path: Path) -> None:
     info = await reopened.session("acme/s/a")
     assert info is not None and (info.steps, info.used) == (1, 2)
     await reopened.close()
+
+
+_RESERVE_IN_A_PROCESS = """
+import asyncio, sys, time
+from router.budget import Scope, open_store
+
+async def main():
+    store = open_store("sqlite", sqlite_path=sys.argv[1])
+    await store.ping()
+    time.sleep(max(float(sys.argv[2]) - time.time(), 0))  # start together
+    granted = 0
+    for _ in range(2000):
+        await store.begin_step("acme/s/shared", 3600)
+        granted += await store.reserve([Scope("acme/s/shared", 1000, 3600)], 1) is not None
+    await store.close()
+    print(granted)
+
+asyncio.run(main())
+"""
+
+
+def test_sqlite_processes_sharing_one_file_never_exceed_c(tmp_path: Path) -> None:
+    """Three processes contend for SQLite's write lock; the losers wait on a worker thread."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "budget.db"
+    start = str(time.time() + 2.0)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESERVE_IN_A_PROCESS, str(db), start],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    granted = [int(w.communicate(timeout=120)[0]) for w in workers]
+    assert sum(granted) == 1000
+
+    async def check() -> None:
+        store = open_store("sqlite", sqlite_path=db)
+        info = await store.session("acme/s/shared")
+        assert info is not None and (info.steps, info.used) == (6000, 1000)
+        await store.close()
+
+    asyncio.run(check())

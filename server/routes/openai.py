@@ -5,20 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from server.errors import InvalidRequest
 from server.http import SseResponse, json_response, read_json_object, trace_of, until_disconnected
 from server.service import ChatService, StepReply
 from server.tenancy import Tenancy
 
-router = APIRouter()
-
 MAX_SESSION_ID_CHARS = 256
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     app = request.app.state
     caller = app.tenancy.authenticate(request.headers.get("authorization"))
@@ -32,7 +30,6 @@ async def chat_completions(request: Request) -> Response:
     return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
 
 
-@router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     app = request.app.state
     caller = app.tenancy.authenticate(request.headers.get("authorization"))
@@ -46,7 +43,6 @@ async def completions(request: Request) -> Response:
     return _to_response(await until_disconnected(request, service.complete(caller, body, trace)))
 
 
-@router.get("/v1/models")
 async def models(request: Request) -> Response:
     app = request.app.state
     tenancy: Tenancy = app.tenancy
@@ -112,3 +108,10 @@ def _session_id(request: Request, body: dict[str, Any]) -> str | None:
     if not session.isprintable():
         raise InvalidRequest(f"{param} must contain printable characters only.", param=param)
     return session
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+]

@@ -5,30 +5,26 @@ from __future__ import annotations
 import time
 
 import orjson
-from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from server.http import json_response
-
-router = APIRouter()
 
 _READY_CACHE_S = 2.0
 
 
-@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = request.app.state
     state.metrics.log_queue_depth.set(state.steplog.depth())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz")
-async def healthz() -> Response:
+async def healthz(request: Request) -> Response:
     return json_response(b'{"status":"ok"}')
 
 
-@router.get("/readyz")
 async def readyz(request: Request) -> Response:
     """Ready when the budget store answers and at least one upstream lists its models.
     Probes are cached briefly so a tight load-balancer loop cannot flood the upstreams."""
@@ -45,3 +41,10 @@ async def readyz(request: Request) -> Response:
     ready = all(state.ready.values())
     body = {"status": "ready" if ready else "not ready", **state.ready}
     return json_response(orjson.dumps(body), status=200 if ready else 503)
+
+
+routes = [
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

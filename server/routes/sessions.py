@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from server.errors import InvalidRequest
 from server.http import json_response, read_json_object, trace_of
 from server.sessions import SessionService
-
-router = APIRouter()
 
 _MAX_OUTCOME_BYTES = 64 * 1024
 
@@ -23,16 +22,16 @@ class OutcomeReport(BaseModel):
     reward: float | None = None
 
 
-@router.get("/v1/sessions/{session}")
-async def describe_session(session: str, request: Request) -> Response:
+async def describe_session(request: Request) -> Response:
+    session: str = request.path_params["session"]
     caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
     trace_of(request).tenant = caller.tenant
     sessions: SessionService = request.app.state.sessions
     return json_response(orjson.dumps(await sessions.describe(caller, session)))
 
 
-@router.post("/v1/sessions/{session}/outcome")
-async def report_outcome(session: str, request: Request) -> Response:
+async def report_outcome(request: Request) -> Response:
+    session: str = request.path_params["session"]
     caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
     trace_of(request).tenant = caller.tenant
     body, _ = await read_json_object(request, _MAX_OUTCOME_BYTES)
@@ -45,3 +44,9 @@ async def report_outcome(session: str, request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     result = await sessions.report_outcome(caller, session, report.success, report.reward)
     return json_response(orjson.dumps(result))
+
+
+routes = [
+    Route("/v1/sessions/{session}", describe_session, methods=["GET"]),
+    Route("/v1/sessions/{session}/outcome", report_outcome, methods=["POST"]),
+]
