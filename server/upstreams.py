@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from server.errors import (
     EscalatorError,
@@ -74,6 +75,14 @@ class Upstream:
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
+        # Built once: URL parsing and timeout objects cost more than they look per request.
+        self._urls = {path: URL(self._url(path)) for path in ("chat/completions", "completions")}
+        self._complete_timeout = aiohttp.ClientTimeout(
+            total=settings.timeout_s, sock_connect=settings.connect_timeout_s
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.timeout_s
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -92,12 +101,9 @@ class Upstream:
     async def complete(self, path: str, body: bytes) -> UpstreamReply:
         """POST a request and read the whole JSON answer."""
         started = time.perf_counter()
-        timeout = aiohttp.ClientTimeout(
-            total=self.settings.timeout_s, sock_connect=self.settings.connect_timeout_s
-        )
         try:
             async with self.session.post(
-                self._url(path), data=body, headers=self._headers, timeout=timeout
+                self._urls[path], data=body, headers=self._headers, timeout=self._complete_timeout
             ) as response:
                 raw = await response.read()
                 if response.status != 200:
@@ -117,14 +123,9 @@ class Upstream:
     async def open_stream(self, path: str, body: bytes) -> UpstreamStream:
         """POST a streamed request and wait for its status; the body is read later."""
         started = time.perf_counter()
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.settings.connect_timeout_s,
-            sock_read=self.settings.timeout_s,
-        )
         try:
             response = await self.session.post(
-                self._url(path), data=body, headers=self._headers, timeout=timeout
+                self._urls[path], data=body, headers=self._headers, timeout=self._stream_timeout
             )
         except TimeoutError:
             raise self._timeout() from None

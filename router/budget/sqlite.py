@@ -40,6 +40,16 @@ ON CONFLICT (key) DO UPDATE SET
     outcome = iif(expires_at <= ?1, 0, outcome),
     expires_at = max(iif(expires_at <= ?1, 0, expires_at), ?2)
 """
+# A step is one statement, so it needs no explicit transaction (one commit, not three).
+_BEGIN_STEP = """
+INSERT INTO counters (key, steps, expires_at) VALUES (?3, 1, ?2)
+ON CONFLICT (key) DO UPDATE SET
+    steps   = iif(expires_at <= ?1, 1, steps + 1),
+    used    = iif(expires_at <= ?1, 0, used),
+    outcome = iif(expires_at <= ?1, 0, outcome),
+    expires_at = max(iif(expires_at <= ?1, 0, expires_at), ?2)
+RETURNING steps, used
+"""
 _CHECKPOINT_EVERY = 2_000
 _PURGE_EVERY = 20_000
 
@@ -63,28 +73,31 @@ class SqliteBudgetStore:
         conn.executescript(_SCHEMA)
         return conn
 
-    async def _run(self, work: Work[T]) -> T:
+    async def _run(self, work: Work[T], *, transaction: bool = True) -> T:
+        """Run `work` (in one transaction unless it is a single statement)."""
         if self._loop_conn is None:
             self._loop_conn = self._connect(busy_timeout_ms=0)
             self._loop_conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: worker thread
         try:
-            result = self._transaction(self._loop_conn, work)
+            result = self._execute(self._loop_conn, work, transaction)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             # Another process holds the write lock: wait for it off the event loop.
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._on_thread, work)
+            result = await loop.run_in_executor(self._executor, self._on_thread, work, transaction)
         self._after_write()
         return result
 
-    def _on_thread(self, work: Work[T]) -> T:
+    def _on_thread(self, work: Work[T], transaction: bool) -> T:
         if self._thread_conn is None:
             self._thread_conn = self._connect(busy_timeout_ms=10_000)
-        return self._transaction(self._thread_conn, work)
+        return self._execute(self._thread_conn, work, transaction)
 
     @staticmethod
-    def _transaction(conn: sqlite3.Connection, work: Work[T]) -> T:
+    def _execute(conn: sqlite3.Connection, work: Work[T], transaction: bool) -> T:
+        if not transaction:
+            return work(conn, time.time())
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = work(conn, time.time())
@@ -103,11 +116,12 @@ class SqliteBudgetStore:
         if self._thread_conn is None:
             self._thread_conn = self._connect(busy_timeout_ms=10_000)
         if purge:
-            self._transaction(
+            self._execute(
                 self._thread_conn,
                 lambda conn, now: conn.execute(
                     "DELETE FROM counters WHERE expires_at <= ?", (now,)
                 ),
+                transaction=False,
             )
         self._thread_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -115,14 +129,10 @@ class SqliteBudgetStore:
 
     async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
         def work(conn: sqlite3.Connection, now: float) -> StepStart:
-            conn.execute(_RESET_IF_EXPIRED, (now, now + ttl_s, session_key))
-            steps, used = conn.execute(
-                "UPDATE counters SET steps = steps + 1 WHERE key = ? RETURNING steps, used",
-                (session_key,),
-            ).fetchone()
+            steps, used = conn.execute(_BEGIN_STEP, (now, now + ttl_s, session_key)).fetchone()
             return StepStart(steps - 1, used)
 
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
         def work(conn: sqlite3.Connection, now: float) -> Reservation | None:
@@ -146,7 +156,7 @@ class SqliteBudgetStore:
                 [(reservation.cost, key, now) for key in reservation.keys],
             )
 
-        await self._run(work)
+        await self._run(work, transaction=False)
 
     async def used(self, key: str) -> int:
         info = await self._read(key)
@@ -166,7 +176,7 @@ class SqliteBudgetStore:
             ).fetchone()
             return None if row is None else (row[0], row[1], row[2])
 
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     async def mark_outcome(self, session_key: str, ttl_s: int) -> bool:
         def work(conn: sqlite3.Connection, now: float) -> bool:
@@ -179,7 +189,7 @@ class SqliteBudgetStore:
         return await self._run(work)
 
     async def ping(self) -> bool:
-        await self._run(lambda conn, now: conn.execute("SELECT 1").fetchone())
+        await self._run(lambda conn, now: conn.execute("SELECT 1").fetchone(), transaction=False)
         return True
 
     async def close(self) -> None:
