@@ -67,7 +67,8 @@ def _logprobs(text: str) -> dict[str, Any]:
         "content": [
             {"token": tok, "logprob": -0.1, "bytes": list(tok.encode()), "top_logprobs": []}
             for tok in text.split(" ")
-        ]
+        ],
+        "refusal": None,
     }
 
 
@@ -78,7 +79,11 @@ def _completion(body: dict[str, Any]) -> dict[str, Any]:
     choices = []
     for i in range(int(body.get("n") or 1)):
         if chat:
-            message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if calls else text,
+                "refusal": None,
+            }
             if calls:
                 message["tool_calls"] = calls
             choice: dict[str, Any] = {

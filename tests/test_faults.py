@@ -118,7 +118,7 @@ def test_a_bad_session_id_is_a_400(client: httpx.Client) -> None:
     response = client.post(
         "/v1/chat/completions",
         json={"model": "never", "messages": user()},
-        headers={"x-session-id": "x" * 300},
+        headers={"x-session-id": "x" * 600},
     )
     assert_envelope(response, 400, "X-Session-Id")
 

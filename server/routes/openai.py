@@ -14,7 +14,7 @@ from server.http import SseResponse, json_response, read_json_object, trace_of, 
 from server.service import ChatService, StepReply
 from server.tenancy import Tenancy
 
-MAX_SESSION_ID_CHARS = 256
+MAX_SESSION_ID_CHARS = 512  # OpenAI's limit on a metadata value
 
 
 async def chat_completions(request: Request) -> Response:
@@ -105,8 +105,6 @@ def _session_id(request: Request, body: dict[str, Any]) -> str | None:
         raise InvalidRequest(
             f"{param} must be a string of 1 to {MAX_SESSION_ID_CHARS} characters.", param=param
         )
-    if not session.isprintable():
-        raise InvalidRequest(f"{param} must contain printable characters only.", param=param)
     return session
 
 
