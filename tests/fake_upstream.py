@@ -107,6 +107,8 @@ def _completion(body: dict[str, Any]) -> dict[str, Any]:
 
 def _chunks(body: dict[str, Any]) -> list[bytes]:
     """SSE events for a streamed answer, as vLLM and OpenAI send them."""
+    if "messages" not in body:
+        return _completion_chunks(body)
     base = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -126,6 +128,31 @@ def _chunks(body: dict[str, Any]) -> list[bytes]:
     if (body.get("stream_options") or {}).get("include_usage"):
         usage = {"prompt_tokens": 11, "completion_tokens": len(deltas), "total_tokens": 11}
         events.append({**base, "choices": [], "usage": usage})
+    return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def _completion_chunks(body: dict[str, Any]) -> list[bytes]:
+    base = {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model", "echo"),
+    }
+    words = _answer_text(body).split(" ")
+    events = [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": w + " ",
+                    "logprobs": None,
+                    "finish_reason": "stop" if i == len(words) - 1 else None,
+                }
+            ],
+        }
+        for i, w in enumerate(words)
+    ]
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
