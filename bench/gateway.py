@@ -8,7 +8,8 @@ Maximum throughput uses wrk.
 
     python bench/gateway.py                 # all measurements, about 3 minutes
     python bench/gateway.py --quick         # one repetition, shorter runs
-    python bench/gateway.py --litellm       # also LiteLLM in front of the same upstream
+    python bench/gateway.py --litellm --litellm-bin /tmp/litellm-venv/bin/litellm
+                                            # also LiteLLM in front of the same upstream
 
 Prints a table and writes bench/results/gateway-<time>.json.
 """
@@ -90,12 +91,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def open_loop(target: Target, rate: float, seconds: float, stream: bool) -> dict[str, float]:
-    """Send `rate` requests per second, evenly spaced, for `seconds`; latencies in ms."""
+async def open_loop(
+    target: Target, rate: float, seconds: float, stream: bool, connections: int = 0
+) -> dict[str, float]:
+    """Send `rate` requests per second, evenly spaced, for `seconds`, over at most
+    `connections` connections (0: as many as needed); latencies in ms from the scheduled send."""
     total = int(rate * seconds)
     latencies: list[float] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(i: int, scheduled: float) -> None:
@@ -210,10 +214,14 @@ def proxy_config(upstream: str, data: Path, port: int, store: str = "sqlite") ->
     }
 
 
-def start_litellm(upstream: str, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
-    binary = shutil.which("litellm")
+def start_litellm(
+    upstream: str, work: Path, binary: str | None
+) -> tuple[subprocess.Popen[bytes], Target]:
+    binary = binary or shutil.which("litellm")
     if binary is None:
-        raise SystemExit("litellm is not installed: pip install 'litellm[proxy]'")
+        raise SystemExit(
+            "litellm is not installed: pip install 'litellm[proxy]' (or --litellm-bin)"
+        )
     port = free_port()
     config = work / "litellm.yaml"
     config.write_text(
@@ -233,7 +241,10 @@ def start_litellm(upstream: str, work: Path) -> tuple[subprocess.Popen[bytes], T
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--litellm", action="store_true")
+    parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy")
+    parser.add_argument(
+        "--litellm-bin", help="the litellm command, e.g. from a venv of its own (its pins clash)"
+    )
     parser.add_argument("--budget-store", default="sqlite", choices=["memory", "sqlite"])
     args = parser.parse_args()
     seconds, repeats, wrk_seconds = (5.0, 1, 5) if args.quick else (10.0, 3, 10)
@@ -287,7 +298,7 @@ async def main() -> None:
         ),
     }
     if args.litellm:
-        process, target = start_litellm(upstream, work)
+        process, target = start_litellm(upstream, work, args.litellm_bin)
         processes.append(process)
         targets["litellm"] = target
     results: dict[str, Any] = {
@@ -305,17 +316,19 @@ async def main() -> None:
         for target in targets.values():  # warm up pools and caches
             await open_loop(target, 100, 1.0, stream=False)
 
-        for label, rate, stream in [
-            ("nonstream@50", 50, False),
-            ("nonstream@500", 500, False),
-            ("stream@100", 100, True),
-        ]:
+        measures = [
+            ("nonstream@50", 50, False, 0),
+            ("nonstream@500/c16", 500, False, 16),
+            ("nonstream@500/c64", 500, False, 64),
+            ("stream@100", 100, True, 0),
+        ]
+        for label, rate, stream, connections in measures:
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
             for _ in range(repeats):
                 for name, target in targets.items():
                     if name == "litellm" and rate > 75:
                         continue  # LiteLLM saturates near 75 req/s on one core
-                    runs[name].append(await open_loop(target, rate, seconds, stream))
+                    runs[name].append(await open_loop(target, rate, seconds, stream, connections))
             results[label] = {
                 name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                 for name, rs in runs.items()
@@ -346,7 +359,7 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"{'measure':<15}{'target':<11}{'p50 ms':>8}{'p99 ms':>8}{'added p50':>11}{'added p99':>11}"
     )
-    for label in ("nonstream@50", "nonstream@500", "stream@100"):
+    for label in ("nonstream@50", "nonstream@500/c16", "nonstream@500/c64", "stream@100"):
         rows = results[label]
         direct = rows["direct"]
         for name, row in rows.items():
@@ -355,7 +368,7 @@ def report(results: dict[str, Any]) -> None:
                 p50, p99 = row["p50_ms"] - direct["p50_ms"], row["p99_ms"] - direct["p99_ms"]
                 added = f"{p50:11.2f}{p99:11.2f}"
             errors = f"  ({row['errors']:.0f} errors)" if row.get("errors") else ""
-            print(f"{label:<15}{name:<11}{row['p50_ms']:8.2f}{row['p99_ms']:8.2f}{added}{errors}")
+            print(f"{label:<19}{name:<11}{row['p50_ms']:8.2f}{row['p99_ms']:8.2f}{added}{errors}")
         if "litellm" in rows:
             ours = rows["escalator"]["p50_ms"] - direct["p50_ms"]
             theirs = rows["litellm"]["p50_ms"] - direct["p50_ms"]
