@@ -357,7 +357,7 @@ async def main() -> None:
 def report(results: dict[str, Any]) -> None:
     """Added latency = the proxy's percentile minus the direct call's, same run and script."""
     print(
-        f"{'measure':<15}{'target':<11}{'p50 ms':>8}{'p99 ms':>8}{'added p50':>11}{'added p99':>11}"
+        f"{'measure':<19}{'target':<11}{'p50 ms':>8}{'p99 ms':>8}{'added p50':>11}{'added p99':>11}"
     )
     for label in ("nonstream@50", "nonstream@500/c16", "nonstream@500/c64", "stream@100"):
         rows = results[label]
@@ -373,7 +373,7 @@ def report(results: dict[str, Any]) -> None:
             ours = rows["escalator"]["p50_ms"] - direct["p50_ms"]
             theirs = rows["litellm"]["p50_ms"] - direct["p50_ms"]
             print(
-                f"{'':<15}LiteLLM added p50 / Escalator added p50 = {theirs / max(ours, 1e-3):.1f}x"
+                f"{'':<19}LiteLLM added p50 / Escalator added p50 = {theirs / max(ours, 1e-3):.1f}x"
             )
     for c in (16, 64):
         r = results[f"max_rps@c{c}"]
