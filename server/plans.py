@@ -12,11 +12,13 @@ NO_INTERVENTION_COST = 2**31
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a step goes: an upstream, a model on it, and what it is (base or a kind)."""
+    """Where a step goes: an upstream, a model on it, and what it is (base or a kind), with
+    the intervention's settings when it is one."""
 
     kind: str
     upstream: str
     model: str
+    intervention: InterventionSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,4 +66,4 @@ def _target(kind: str, ref: ModelRef) -> Target:
 
 
 def _intervention_target(iv: InterventionSettings) -> Target:
-    return Target(iv.kind, iv.upstream, iv.model)
+    return Target(iv.kind, iv.upstream, iv.model, iv)

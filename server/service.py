@@ -28,13 +28,14 @@ from server.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from server.interventions import ReplayStream, best_of_n, with_reasoning
 from server.metrics import Metrics
 from server.plans import RoutePlan, Target
-from server.settings import Settings, TenantSettings
+from server.settings import BestOfNIntervention, ReasoningIntervention, Settings, TenantSettings
 from server.steplog import StepLog
-from server.streaming import SseRelay, StreamTranscript
+from server.streaming import ChunkSource, SseRelay, StreamTranscript
 from server.trace import StepTrace, UpstreamCall
-from server.upstreams import UpstreamReply, Upstreams, UpstreamStream
+from server.upstreams import UpstreamReply, Upstreams
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
 
@@ -78,7 +79,6 @@ class ChatService:
     async def chat(
         self, caller: Caller, body: dict[str, Any], raw: bytes, trace: StepTrace
     ) -> StepReply:
-        stream = body.get("stream") is True
         route, base = self._resolve(body["model"])  # 3. model
         await self._begin_step(caller, route, trace)  # 2. session
         trace.route = route.name if route else None
@@ -95,9 +95,10 @@ class ChatService:
                 if decision.reason == "budget_exhausted":
                     self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
                 trace.decision = decision
-            payload = raw if route is None else _with_model(body, target.model)
             try:  # 6. upstream
-                result = await self._call(target, payload, stream, trace)
+                result = await self._call(
+                    caller, target, body, raw if route is None else None, trace
+                )
             except EscalatorError:
                 if reservation is None:
                     raise
@@ -107,9 +108,9 @@ class ChatService:
                 trace.failed_intervention, trace.upstream = trace.upstream, None
                 trace.budget_after = trace.budget_before
                 target = base
-                result = await self._call(base, _with_model(body, base.model), stream, trace)
+                result = await self._call(caller, base, body, None, trace)
             trace.action = target.kind if route is not None else BASE
-            if isinstance(result, UpstreamStream):
+            if not isinstance(result, UpstreamReply):  # a stream
                 handed_over, reservation = reservation, None
                 logged_by_stream = True
                 return StepReply(stream=self._stream(caller, body, result, trace, handed_over))
@@ -251,17 +252,37 @@ class ChatService:
         return target, reservation, replace(decision, action=target.kind)
 
     async def _call(
-        self, target: Target, payload: bytes, stream: bool, trace: StepTrace
-    ) -> UpstreamReply | UpstreamStream:
+        self,
+        caller: Caller,
+        target: Target,
+        body: dict[str, Any],
+        raw: bytes | None,
+        trace: StepTrace,
+    ) -> UpstreamReply | ChunkSource:
+        """Send the step to its target. `raw` is the client's body, sent as it came when the
+        model is passed through."""
         upstream = self.upstreams[target.upstream]
         call = trace.upstream = UpstreamCall(upstream.name, target.model)
+        stream = body.get("stream") is True
+        spec = target.intervention
         try:
-            if stream:
-                result: UpstreamReply | UpstreamStream = await upstream.open_stream(
-                    "chat/completions", payload
-                )
+            if isinstance(spec, BestOfNIntervention):
+                chosen = await best_of_n(self.upstreams, spec, body)
+                trace.intervention = chosen.record
+                result: UpstreamReply | ChunkSource = chosen.reply
+                if stream:
+                    self._read_reply(caller, chosen.reply, trace)  # sampled: measured now
+                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    result = ReplayStream(upstream, chosen.reply.data, include_usage)
             else:
-                result = await upstream.complete("chat/completions", payload)
+                request = {**body, "model": target.model}
+                if isinstance(spec, ReasoningIntervention):
+                    request = with_reasoning(request, spec)
+                payload = raw if raw is not None else orjson.dumps(request)
+                if stream:
+                    result = await upstream.open_stream("chat/completions", payload)
+                else:
+                    result = await upstream.complete("chat/completions", payload)
         except EscalatorError as exc:
             call.status = exc.status
             call.error = exc.message
@@ -287,23 +308,15 @@ class ChatService:
         self,
         caller: Caller,
         body: dict[str, Any],
-        upstream: UpstreamStream,
+        upstream: ChunkSource,
         trace: StepTrace,
         reservation: Reservation | None,
     ) -> SseRelay:
         def finish(transcript: StreamTranscript) -> None:
             call = trace.upstream
             assert call is not None
-            call.ttft_ms = transcript.first_token_ms
-            call.latency_ms = transcript.finished_ms
-            if transcript.first_token_ms is not None:
-                self.metrics.upstream_ttft.labels(call.name).observe(
-                    transcript.first_token_ms / 1000
-                )
-            if transcript.finished_ms is not None:
-                self.metrics.upstream_latency.labels(call.name).observe(
-                    transcript.finished_ms / 1000
-                )
+            if not isinstance(upstream, ReplayStream):  # a replay was measured when sampled
+                self._observe_stream(call, transcript)
             if transcript.error is not None:
                 call.error = transcript.error.message
                 self.metrics.upstream_errors.labels(call.name, "broken_stream").inc()
@@ -322,6 +335,14 @@ class ChatService:
 
     # -- budget, log, metrics ---------------------------------------------------------------
 
+    def _observe_stream(self, call: UpstreamCall, transcript: StreamTranscript) -> None:
+        call.ttft_ms = transcript.first_token_ms
+        call.latency_ms = transcript.finished_ms
+        if transcript.first_token_ms is not None:
+            self.metrics.upstream_ttft.labels(call.name).observe(transcript.first_token_ms / 1000)
+        if transcript.finished_ms is not None:
+            self.metrics.upstream_latency.labels(call.name).observe(transcript.finished_ms / 1000)
+
     def _settle(
         self, caller: Caller, trace: StepTrace, reservation: Reservation, *, completed: bool
     ) -> None:
@@ -334,8 +355,8 @@ class ChatService:
             self.spawn(self.store.refund(reservation))
 
     def _count_usage(self, caller: Caller, call: UpstreamCall, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
+        if not isinstance(usage, dict) or call.prompt_tokens is not None:
+            return  # no usage reported, or this call's usage was counted already
         call.prompt_tokens = usage.get("prompt_tokens")
         call.completion_tokens = usage.get("completion_tokens")
         for kind, value in (("prompt", call.prompt_tokens), ("completion", call.completion_tokens)):

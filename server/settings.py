@@ -84,11 +84,49 @@ class ModelRef(_Section):
     model: str
 
 
-class InterventionSettings(_Section):
-    kind: Literal["strong"]
+class _InterventionBase(_Section):
     upstream: str
     model: str
     cost: Annotated[int, Field(ge=1)] = 1
+
+
+class StrongIntervention(_InterventionBase):
+    """The same request to a stronger model."""
+
+    kind: Literal["strong"]
+
+
+class ReasoningIntervention(_InterventionBase):
+    """The same request with more thinking: `params` are merged into the request body
+    (nested tables merge key by key), e.g. vLLM's `chat_template_kwargs.enable_thinking`
+    or `reasoning_effort`."""
+
+    kind: Literal["reasoning"]
+    params: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+class BestOfNIntervention(_InterventionBase):
+    """`n` samples, one chosen by a verifier. `sampling = "n"` asks the upstream for n
+    choices in one request; `"parallel"` sends n requests (for servers without `n`)."""
+
+    kind: Literal["best_of_n"]
+    n: Annotated[int, Field(ge=2, le=16)] = 4
+    sampling: Literal["n", "parallel"] = "n"
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
+    verifier: Literal["majority", "judge"] = "majority"
+    judge: ModelRef | None = None
+
+    @model_validator(mode="after")
+    def _judge_named(self) -> BestOfNIntervention:
+        if (self.verifier == "judge") != (self.judge is not None):
+            raise ValueError("verifier = 'judge' needs a judge = { upstream, model }, and only it")
+        return self
+
+
+InterventionSettings = Annotated[
+    StrongIntervention | ReasoningIntervention | BestOfNIntervention,
+    Field(discriminator="kind"),
+]
 
 
 class RouteSettings(_Section):
@@ -96,6 +134,14 @@ class RouteSettings(_Section):
     policy: dict[str, Any]
     interventions: list[InterventionSettings] = []
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+
+    @field_validator("interventions")
+    @classmethod
+    def _one_of_each_kind(cls, value: list[InterventionSettings]) -> list[InterventionSettings]:
+        kinds = [iv.kind for iv in value]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError(f"a route has at most one intervention of each kind, got {kinds}")
+        return value
 
     @field_validator("policy")
     @classmethod
@@ -153,9 +199,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
         for name, route in self.routes.items():
-            refs = [("base", route.base.upstream)] + [
-                (f"interventions[{i}]", iv.upstream) for i, iv in enumerate(route.interventions)
-            ]
+            refs = [("base", route.base.upstream)]
+            for i, iv in enumerate(route.interventions):
+                refs.append((f"interventions[{i}]", iv.upstream))
+                if isinstance(iv, BestOfNIntervention) and iv.judge is not None:
+                    refs.append((f"interventions[{i}].judge", iv.judge.upstream))
             for where, ref in refs:
                 if ref not in self.upstreams:
                     raise ValueError(

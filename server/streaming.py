@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from server.errors import EscalatorError, UpstreamError
-from server.upstreams import UpstreamStream
+from server.upstreams import Upstream
+
+
+class ChunkSource(Protocol):
+    """Where a streamed body comes from: an upstream's open stream, or a replay."""
+
+    upstream: Upstream
+    started: float
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
 class StreamTranscript:
@@ -99,7 +110,7 @@ class SseRelay:
 
     def __init__(
         self,
-        stream: UpstreamStream,
+        stream: ChunkSource,
         transcript: StreamTranscript,
         on_finish: Callable[[StreamTranscript], None],
     ) -> None:

@@ -54,6 +54,7 @@ class StepTrace:
     features: dict[str, float] = field(default_factory=dict)
     decision: Decision | None = None
     failed_intervention: UpstreamCall | None = None
+    intervention: dict[str, Any] | None = None  # how a best-of-N step chose its answer
     upstream: UpstreamCall | None = None
     response: dict[str, Any] | None = None
     ts: float = field(default_factory=time.time)
@@ -88,6 +89,8 @@ class StepTrace:
         }
         if self.one_step:
             record["one_step"] = True
+        if self.intervention is not None:
+            record["intervention"] = self.intervention
         if self.failed_intervention is not None:
             record["failed_intervention"] = self.failed_intervention.record()
         if capture_content:

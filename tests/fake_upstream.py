@@ -9,6 +9,9 @@ Models, matched by prefix (`slow-0.2` sleeps 0.2 s; any other name behaves as ec
   bad-request     400 with OpenAI's error envelope
   die-mid-stream  streams two chunks, then drops the connection (non-stream: drops it at once)
   stall           streams one chunk, then says nothing (non-stream: never answers)
+  vote            samples that disagree: "...42", "...41", "...42.", "7" by choice index (n > 1)
+                  or, one choice per request, by how many requests this model has had
+  judge-K         answers "K" (a judge model picking candidate K)
 
 Run alone for benchmarks: `python -m tests.fake_upstream --port 8001`.
 """
@@ -25,6 +28,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+VOTES = ["The answer is 42", "It is 41", "I think 42.", "7"]
+
 
 @dataclass
 class FakeUpstreamLog:
@@ -33,6 +38,7 @@ class FakeUpstreamLog:
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0
     keep_requests: bool = True
+    votes_served: int = 0
 
     def models(self) -> list[str]:
         return [r.get("model", "") for r in self.requests]
@@ -72,12 +78,18 @@ def _logprobs(text: str) -> dict[str, Any]:
     }
 
 
-def _completion(body: dict[str, Any]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], log: FakeUpstreamLog) -> dict[str, Any]:
+    model = str(body.get("model", ""))
     text = _answer_text(body)
     calls = _tool_call(body)
     chat = "messages" in body
     choices = []
     for i in range(int(body.get("n") or 1)):
+        if model.startswith("vote"):
+            text = VOTES[(i if body.get("n") else log.votes_served) % len(VOTES)]
+            calls = None
+        elif model.startswith("judge-"):
+            text = model.removeprefix("judge-")
         if chat:
             message: dict[str, Any] = {
                 "role": "assistant",
@@ -163,7 +175,7 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
             log.requests.append(body)
         model = str(body.get("model", "echo"))
         try:
-            return await _behave(request, body, model)
+            return await _behave(request, body, model, log)
         except asyncio.CancelledError:
             if not request.get("dropped"):  # the client went away, not our own drop
                 log.cancelled += 1
@@ -181,7 +193,9 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
     return app
 
 
-async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+async def _behave(
+    request: web.Request, body: dict[str, Any], model: str, log: FakeUpstreamLog
+) -> web.StreamResponse:
     stream = body.get("stream") is True
     if model.startswith("slow"):
         _, _, seconds = model.partition("-")
@@ -218,7 +232,10 @@ async def _behave(request: web.Request, body: dict[str, Any], model: str) -> web
         await asyncio.sleep(3600)
 
     if not stream:
-        return web.Response(body=orjson.dumps(_completion(body)), content_type="application/json")
+        completion = _completion(body, log)
+        if model.startswith("vote"):
+            log.votes_served += 1
+        return web.Response(body=orjson.dumps(completion), content_type="application/json")
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await response.prepare(request)
     for i, chunk in enumerate(_chunks(body)):

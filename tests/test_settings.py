@@ -102,7 +102,7 @@ def test_serve_with_a_bad_config_exits_nonzero_without_a_traceback(tmp_path: Pat
     config.write_text(EXAMPLE.read_text().replace("cost = 1", "cost = 1\nprice = 3"))
     result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
-    assert "routes.agent.interventions.0.price: unknown key" in result.stderr
+    assert "routes.agent.interventions.0.strong.price: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -117,3 +117,15 @@ def test_serve_with_an_unreadable_config(tmp_path: Path, content: str | None, me
     result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_commented_intervention_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEAK_API_KEY", "x")
+    text = EXAMPLE.read_text()
+    block = text[text.index("# [[routes.agent.interventions]]") : text.index("[tenants.acme]")]
+    uncommented = "\n".join(
+        line[2:] if line.startswith("# ") else "" for line in block.splitlines()
+    )
+    settings = validate_settings(tomllib.loads(text.replace(block, uncommented)))
+    kinds = [iv.kind for iv in settings.routes["agent"].interventions]
+    assert kinds == ["strong", "reasoning", "best_of_n"]

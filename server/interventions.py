@@ -1,0 +1,199 @@
+"""The interventions that are more than "the same request to another model":
+`reasoning` (the request with thinking turned on) and `best_of_n` (n samples, one chosen).
+
+Best-of-N never streams from the upstream: the samples must all be complete before the
+verifier can choose. A streaming client gets the chosen answer as SSE events once chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from router.verifiers import majority_vote
+from server.errors import EscalatorError, UpstreamError
+from server.settings import BestOfNIntervention, ReasoningIntervention
+from server.upstreams import Upstream, UpstreamReply, Upstreams
+
+_JUDGE_PROMPT = (
+    "Several candidate answers to the same step of a task follow. Reply with the number of "
+    "the best candidate and nothing else.\n\n"
+)
+
+
+def with_reasoning(body: dict[str, Any], spec: ReasoningIntervention) -> dict[str, Any]:
+    """The request body with the intervention's parameters merged in."""
+    return _merge(body, spec.params)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass(slots=True)
+class BestOfN:
+    """The chosen sample as a complete chat completion, and how it was chosen."""
+
+    reply: UpstreamReply
+    record: dict[str, Any]
+
+
+async def best_of_n(
+    upstreams: Upstreams, spec: BestOfNIntervention, body: dict[str, Any]
+) -> BestOfN:
+    started = time.perf_counter()
+    upstream = upstreams[spec.upstream]
+    request = {
+        **{k: v for k, v in body.items() if k not in ("stream", "stream_options", "n")},
+        "model": spec.model,
+        "temperature": spec.temperature,  # samples need diversity, whatever the client asked
+    }
+    completions = await _sample(upstream, spec, request)
+    choices = [c for completion in completions for c in completion.get("choices", [])]
+    messages = [c.get("message") or {} for c in choices]
+    if not messages:
+        raise UpstreamError(f"upstream {upstream.name!r} returned no samples for best-of-N")
+    vote = majority_vote(messages)
+    chosen, method = vote.chosen, "majority"
+    if spec.judge is not None:
+        judged = await _judge(upstreams, spec, body, messages)
+        if judged is not None:
+            chosen, method = judged, "judge"
+    first = completions[0]
+    completion = {
+        **first,
+        "choices": [{**choices[chosen], "index": 0}],
+        "usage": _total_usage(completions),
+    }
+    raw = orjson.dumps(completion)
+    record = {
+        "samples": len(messages),
+        "chosen": chosen,
+        "verifier": method,
+        "agreement": vote.votes if method == "majority" else None,
+    }
+    latency = (time.perf_counter() - started) * 1000
+    return BestOfN(UpstreamReply(raw, completion, latency), record)
+
+
+async def _sample(
+    upstream: Upstream, spec: BestOfNIntervention, request: dict[str, Any]
+) -> list[dict[str, Any]]:
+    if spec.sampling == "n":
+        reply = await upstream.complete("chat/completions", orjson.dumps({**request, "n": spec.n}))
+        return [reply.data]
+    results = await asyncio.gather(
+        *(upstream.complete("chat/completions", orjson.dumps(request)) for _ in range(spec.n)),
+        return_exceptions=True,
+    )
+    replies = [r.data for r in results if isinstance(r, UpstreamReply)]
+    if not replies:  # every sample failed: report the first failure
+        error = next(r for r in results if isinstance(r, BaseException))
+        raise error if isinstance(error, EscalatorError) else UpstreamError(str(error))
+    return replies
+
+
+async def _judge(
+    upstreams: Upstreams,
+    spec: BestOfNIntervention,
+    body: dict[str, Any],
+    messages: list[dict[str, Any]],
+) -> int | None:
+    """Ask the judge model for the best sample's number; None if its answer is unusable."""
+    assert spec.judge is not None
+    task = next(
+        (m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"),
+        "",
+    )
+    candidates = "\n\n".join(f"Candidate {i + 1}:\n{_render(m)}" for i, m in enumerate(messages))
+    prompt = f"{_JUDGE_PROMPT}Task:\n{task}\n\n{candidates}"
+    request = {
+        "model": spec.judge.model,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0.0,
+        "max_tokens": 8,
+    }
+    try:
+        reply = await upstreams[spec.judge.upstream].complete(
+            "chat/completions", orjson.dumps(request)
+        )
+        text = reply.data["choices"][0]["message"]["content"] or ""
+        number = int("".join(ch for ch in text if ch.isdigit())[:3] or "0")
+    except (EscalatorError, KeyError, IndexError, TypeError, ValueError):
+        return None  # the vote stands
+    return number - 1 if 1 <= number <= len(messages) else None
+
+
+def _render(message: dict[str, Any]) -> str:
+    if message.get("tool_calls"):
+        return "tool calls: " + orjson.dumps(message["tool_calls"]).decode()
+    return str(message.get("content") or "")
+
+
+def _total_usage(completions: list[dict[str, Any]]) -> dict[str, int]:
+    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for completion in completions:
+        usage = completion.get("usage") or {}
+        for key in total:
+            value = usage.get(key)
+            if isinstance(value, int):
+                total[key] += value
+    return total
+
+
+class ReplayStream:
+    """A complete chat completion replayed as SSE events, shaped like an upstream stream
+    (OpenAI's chunk format), for clients that asked to stream a best-of-N step."""
+
+    def __init__(self, upstream: Upstream, completion: dict[str, Any], include_usage: bool):
+        self.upstream = upstream
+        self.started = time.perf_counter()
+        self._completion = completion
+        self._include_usage = include_usage
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for event in self._events():
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    def _events(self) -> list[dict[str, Any]]:
+        c = self._completion
+        head = {
+            "id": c.get("id", "chatcmpl-escalator"),
+            "object": "chat.completion.chunk",
+            "created": c.get("created", int(time.time())),
+            "model": c.get("model", ""),
+        }
+        choice = c["choices"][0]
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [
+                {"index": i, **call} for i, call in enumerate(message["tool_calls"])
+            ]
+        events = [
+            {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {
+                **head,
+                "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}
+                ],
+            },
+        ]
+        if self._include_usage:
+            events.append({**head, "choices": [], "usage": c.get("usage")})
+        return events
+
+    def close(self) -> None:
+        """Nothing to release: the answer is already in memory."""
