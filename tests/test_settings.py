@@ -99,7 +99,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_serve_with_a_bad_config_exits_nonzero_without_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text(EXAMPLE.read_text().replace("cost = 1", "cost = 1\nprice = 3"))
+    config.write_text(EXAMPLE.read_text().replace("cost = 1", "cost = 1\nprice = 3", 1))
     result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert "routes.agent.interventions.0.strong.price: unknown key" in result.stderr
