@@ -127,6 +127,31 @@ class Metrics:
             ["tenant", "success"],
             registry=r,
         )
+        self.escalation_target_rate = Gauge(
+            "escalator_escalation_target_rate",
+            "The tenant's target escalation rate, where calibration is on.",
+            ["tenant", "route"],
+            registry=r,
+        )
+        self.escalation_achieved_rate = Gauge(
+            "escalator_escalation_achieved_rate",
+            "Escalation rate achieved under calibration (moving average, this replica).",
+            ["tenant", "route"],
+            registry=r,
+        )
+        self.calibrated_threshold = Gauge(
+            "escalator_calibrated_threshold",
+            "The score threshold calibration has moved to (this replica).",
+            ["tenant", "route"],
+            registry=r,
+        )
+        self.shadow_decisions = Counter(
+            "escalator_shadow_decisions_total",
+            "Decisions of the shadow policy, by its action and whether it agrees with the "
+            "acting policy on escalating.",
+            ["tenant", "route", "action", "agrees"],
+            registry=r,
+        )
         self.log_records = Counter(
             "escalator_log_records_total",
             "Step-log records written to disk, by kind.",

@@ -29,13 +29,14 @@ class RoutePlan:
     interventions: dict[str, tuple[Target, int]]  # kind → (target, cost)
     primary: str | None  # the kind a policy escalates to by default
     decision_timeout_s: float
+    shadow: Policy | None = None  # decides beside the policy without acting
 
     @classmethod
     def build(cls, name: str, settings: RouteSettings, seed: int | None = None) -> RoutePlan:
         primary = settings.interventions[0].kind if settings.interventions else None
-        policy = build_policy(
-            settings.policy, PolicyContext(route=name, intervention=primary or "none", seed=seed)
-        )
+        context = PolicyContext(route=name, intervention=primary or "none", seed=seed)
+        policy = build_policy(settings.policy, context)
+        shadow = build_policy(settings.shadow_policy, context) if settings.shadow_policy else None
         return cls(
             name=name,
             base=_target("base", settings.base),
@@ -45,6 +46,7 @@ class RoutePlan:
             },
             primary=primary,
             decision_timeout_s=settings.decision_timeout_ms / 1000,
+            shadow=shadow,
         )
 
     @property

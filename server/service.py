@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -18,9 +17,8 @@ from typing import Any
 import orjson
 
 from router.budget import BudgetStore, Reservation, Scope, session_key, tenant_day_key
-from router.decide import fallback, finish_decision
-from router.decision import BASE, BudgetView, Decision
-from router.state import StepState, extract_features
+from router.decision import BASE, Decision
+from server.deciding import Decider
 from server.errors import (
     EscalatorError,
     NotFound,
@@ -31,19 +29,14 @@ from server.errors import (
 from server.interventions import ReplayStream, best_of_n, with_reasoning
 from server.metrics import Metrics
 from server.plans import RoutePlan, Target
-from server.settings import BestOfNIntervention, ReasoningIntervention, Settings, TenantSettings
+from server.settings import BestOfNIntervention, ReasoningIntervention, Settings
 from server.steplog import StepLog
 from server.streaming import ChunkSource, SseRelay, StreamTranscript
+from server.tenancy import Caller
 from server.trace import StepTrace, UpstreamCall
 from server.upstreams import UpstreamReply, Upstreams
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    tenant: str
-    settings: TenantSettings
 
 
 @dataclass(slots=True)
@@ -71,7 +64,7 @@ class ChatService:
         self.routes = {name: RoutePlan.build(name, rs) for name, rs in settings.routes.items()}
         self.passthrough = settings.passthrough_models()
         self.config_hash = settings.config_hash()
-        self._rng = random.Random()
+        self.decider = Decider(metrics)
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the request flow -------------------------------------------------------------------
@@ -87,13 +80,14 @@ class ChatService:
         logged_by_stream = False
         try:
             if route is not None:
-                decision = await self._decide(route, caller, body, trace)  # 4. decision
+                decision = await self.decider.decide(route, caller, body, trace)  # 4. decision
                 if decision.escalates:  # 5. budget
                     target, reservation, decision = await self._reserve(
                         route, caller, decision, trace
                     )
                 if decision.reason == "budget_exhausted":
                     self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
+                self.decider.taken(route, caller, decision)
                 trace.decision = decision
             try:  # 6. upstream
                 result = await self._call(
@@ -183,45 +177,6 @@ class ChatService:
             self.metrics.sessions.labels(
                 caller.tenant, route.name if route else "passthrough"
             ).inc()
-
-    async def _decide(
-        self, route: RoutePlan, caller: Caller, body: dict[str, Any], trace: StepTrace
-    ) -> Decision:
-        messages = body["messages"]
-        assert trace.step is not None and trace.budget_limit is not None
-        trace.features = extract_features(messages, trace.step)
-        state = StepState(
-            caller.tenant, trace.session, trace.step, route.name, messages, trace.features
-        )
-        view = BudgetView(
-            limit=trace.budget_limit,
-            used=trace.budget_limit - (trace.budget_before or 0),
-            cheapest_cost=route.cheapest_cost,
-        )
-        policy = route.policy
-        started = time.perf_counter()
-        if route.primary is None:
-            decision = Decision(BASE, 0.0, 1.0, policy.policy_id, "no_intervention")
-        elif policy.inline:
-            try:
-                decision = policy.decide(state, view)
-            except Exception:  # a broken helper must never fail the agent's step
-                decision = fallback(policy.policy_id, "policy_error")
-        else:
-            try:
-                decision = await asyncio.wait_for(
-                    asyncio.to_thread(policy.decide, state, view), route.decision_timeout_s
-                )
-            except TimeoutError:
-                decision = fallback(policy.policy_id, "policy_timeout")
-            except Exception:
-                decision = fallback(policy.policy_id, "policy_error")
-        self.metrics.policy_latency.labels(route.name).observe(time.perf_counter() - started)
-        if decision.reason in ("policy_error", "policy_timeout"):
-            self.metrics.policy_fallbacks.labels(route.name, decision.reason).inc()
-        return finish_decision(
-            decision, view, route.primary or BASE, caller.settings.exploration, self._rng
-        )
 
     async def _reserve(
         self, route: RoutePlan, caller: Caller, decision: Decision, trace: StepTrace

@@ -7,8 +7,8 @@ from typing import Any
 from router.budget import BudgetStore, SessionInfo, session_key
 from server.errors import Conflict, NotFound
 from server.metrics import Metrics
-from server.service import Caller
 from server.steplog import StepLog
+from server.tenancy import Caller
 from server.trace import outcome_record
 
 

@@ -132,6 +132,8 @@ InterventionSettings = Annotated[
 class RouteSettings(_Section):
     base: ModelRef
     policy: dict[str, Any]
+    # A candidate helper that decides on live traffic without acting; logged beside.
+    shadow_policy: dict[str, Any] | None = None
     interventions: list[InterventionSettings] = []
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
 
@@ -143,9 +145,11 @@ class RouteSettings(_Section):
             raise ValueError(f"a route has at most one intervention of each kind, got {kinds}")
         return value
 
-    @field_validator("policy")
+    @field_validator("policy", "shadow_policy")
     @classmethod
-    def _known_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _known_policy(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
         try:
             build_policy(value, PolicyContext(route="?", intervention="strong"))
         except PolicyConfigError as exc:
@@ -158,6 +162,8 @@ class TenantSettings(_Section):
     interventions_per_session: Annotated[int, Field(ge=0)] = 3
     interventions_per_day: Annotated[int, Field(ge=0)] | None = None
     exploration: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # Met by moving the threshold of score-based policies online (see router/calibration.py).
+    target_escalation_rate: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     capture_content: bool = False
 
     @field_validator("api_keys")

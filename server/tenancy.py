@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from server.errors import AuthenticationFailed
-from server.service import Caller
-from server.settings import KEY_DIGEST_PREFIX, Settings
+from server.settings import KEY_DIGEST_PREFIX, Settings, TenantSettings
 
 _RECENT_KEYS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the tenant a request's key belongs to."""
+
+    tenant: str
+    settings: TenantSettings
 
 
 class Tenancy:

@@ -53,6 +53,8 @@ class StepTrace:
     budget_after: int | None = None
     features: dict[str, float] = field(default_factory=dict)
     decision: Decision | None = None
+    threshold: float | None = None  # the calibrated threshold the score was compared with
+    shadow: Decision | None = None
     failed_intervention: UpstreamCall | None = None
     intervention: dict[str, Any] | None = None  # how a best-of-N step chose its answer
     upstream: UpstreamCall | None = None
@@ -110,6 +112,8 @@ class StepTrace:
             "reason": d.reason,
             "budget_before": self.budget_before,
             "budget_after": self.budget_after,
+            **({"threshold": round(self.threshold, 6)} if self.threshold is not None else {}),
+            **({"shadow": _shadow_record(self.shadow)} if self.shadow is not None else {}),
         }
 
 
@@ -125,6 +129,15 @@ def outcome_record(
         "success": success,
         "reward": reward if reward is not None else float(success),
         "config_hash": config_hash,
+    }
+
+
+def _shadow_record(d: Decision) -> dict[str, Any]:
+    return {
+        "action": d.action,
+        "p_escalate": round(d.p_escalate, 6),
+        "policy": d.policy_id,
+        "reason": d.reason,
     }
 
 

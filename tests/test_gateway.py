@@ -294,6 +294,7 @@ def test_the_tenant_daily_cap_spans_sessions(start_proxy: StartProxy) -> None:
 class _Broken:
     policy_id = "broken"
     inline = True
+    thresholded = False
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision:
         raise RuntimeError("the helper crashed")
@@ -302,6 +303,7 @@ class _Broken:
 class _Sleepy:
     policy_id = "sleepy"
     inline = False
+    thresholded = False
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision:
         import time

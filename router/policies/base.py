@@ -19,10 +19,13 @@ class Policy(Protocol):
 
     `decide` is pure and fast: no I/O. `inline` says it is cheap enough to run on the event
     loop; other policies run in a worker thread under the route's decision timeout.
+    `thresholded` says its action is its score against a threshold, which calibration to a
+    target escalation rate may then move.
     """
 
     policy_id: str
     inline: bool
+    thresholded: bool
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision: ...
 

@@ -20,6 +20,7 @@ from router.state import StepState
 
 class Never:
     inline = True
+    thresholded = False
 
     def __init__(self) -> None:
         self.policy_id = "never"
@@ -30,6 +31,7 @@ class Never:
 
 class Always:
     inline = True
+    thresholded = False
 
     def __init__(self, intervention: str) -> None:
         self.policy_id = "always"
@@ -43,6 +45,7 @@ class Random:
     """Escalates each step with probability p: the baseline and a data-collection policy."""
 
     inline = True
+    thresholded = False
 
     def __init__(self, intervention: str, p: float, seed: int | None) -> None:
         if not 0.0 <= p <= 1.0:
@@ -62,6 +65,7 @@ class Threshold:
     """Escalates when the step's score reaches the threshold τ."""
 
     inline = True
+    thresholded = True
 
     def __init__(self, intervention: str, threshold: float) -> None:
         if not 0.0 <= threshold <= 1.0:
