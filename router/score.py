@@ -16,6 +16,10 @@ _WEIGHTS: dict[str, float] = {
     "repeated_actions": 1.2,
     "tool_error_rate": 1.5,
     "step": 0.08,
+    # After a draft: the base model's own doubt, and answers that cannot be used as they are.
+    "draft_uncertainty": 1.5,
+    "draft_invalid_tool_args": 2.0,
+    "draft_truncated": 1.0,
 }
 _BIAS = -2.0
 

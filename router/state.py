@@ -8,6 +8,7 @@ signal; ignoring the trajectory routes follow-up turns wrongly.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class StepState:
     route: str
     messages: Sequence[Message]
     features: Features = field(default_factory=dict)
+    # With decision timing `after_draft`: the base model's answer (a chat completion) that
+    # the helper judges before it is served or discarded.
+    draft: Mapping[str, Any] | None = None
 
 
 def message_text(message: Message) -> str:
@@ -92,6 +96,32 @@ def extract_features(messages: Sequence[Message], step: int) -> Features:
         "last_tool_error": float(last_error),
         "last_observation_chars": float(len(last_text)),
         "repeated_actions": float(repeats),
+    }
+
+
+def draft_features(completion: Mapping[str, Any]) -> Features:
+    """What the base model's draft says about its own confidence: its token logprobs, whether
+    its tool calls parse, whether it ran out of tokens."""
+    choices = completion.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], Mapping) else {}
+    message = choice.get("message") or {}
+    logprobs = (choice.get("logprobs") or {}).get("content") or []
+    values = [t["logprob"] for t in logprobs if isinstance(t.get("logprob"), int | float)]
+    mean = sum(values) / len(values) if values else 0.0
+    calls = message.get("tool_calls") or []
+    invalid = 0
+    for call in calls:
+        try:
+            json.loads((call.get("function") or {}).get("arguments") or "")
+        except (TypeError, ValueError):
+            invalid += 1
+    return {
+        "draft_chars": float(len(message_text(message))),
+        "draft_tool_calls": float(len(calls)),
+        "draft_invalid_tool_args": float(invalid > 0),
+        "draft_uncertainty": -mean,
+        "draft_min_logprob": min(values) if values else 0.0,
+        "draft_truncated": float(choice.get("finish_reason") == "length"),
     }
 
 

@@ -19,7 +19,7 @@ from router.calibration import RateCalibrator
 from router.decide import fallback, finish_decision
 from router.decision import BASE, BudgetView, Decision
 from router.policies import Policy
-from router.state import StepState, extract_features
+from router.state import StepState, draft_features, extract_features
 from server.metrics import Metrics
 from server.plans import RoutePlan
 from server.tenancy import Caller
@@ -35,13 +35,20 @@ class Decider:
         self._calibrators: dict[tuple[str, str], RateCalibrator] = {}
 
     async def decide(
-        self, route: RoutePlan, caller: Caller, body: dict[str, Any], trace: StepTrace
+        self,
+        route: RoutePlan,
+        caller: Caller,
+        body: dict[str, Any],
+        trace: StepTrace,
+        draft: dict[str, Any] | None = None,
     ) -> Decision:
         messages = body["messages"]
         assert trace.step is not None and trace.budget_limit is not None
         trace.features = extract_features(messages, trace.step)
+        if draft is not None:
+            trace.features.update(draft_features(draft))
         state = StepState(
-            caller.tenant, trace.session, trace.step, route.name, messages, trace.features
+            caller.tenant, trace.session, trace.step, route.name, messages, trace.features, draft
         )
         view = BudgetView(
             limit=trace.budget_limit,

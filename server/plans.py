@@ -30,6 +30,7 @@ class RoutePlan:
     primary: str | None  # the kind a policy escalates to by default
     decision_timeout_s: float
     shadow: Policy | None = None  # decides beside the policy without acting
+    after_draft: bool = False  # the base model answers first; the helper sees the draft
 
     @classmethod
     def build(cls, name: str, settings: RouteSettings, seed: int | None = None) -> RoutePlan:
@@ -47,6 +48,7 @@ class RoutePlan:
             primary=primary,
             decision_timeout_s=settings.decision_timeout_ms / 1000,
             shadow=shadow,
+            after_draft=settings.decide == "after_draft",
         )
 
     @property

@@ -78,9 +78,14 @@ class ChatService:
         reservation: Reservation | None = None
         target = base
         logged_by_stream = False
+        draft: UpstreamReply | None = None
         try:
             if route is not None:
-                decision = await self.decider.decide(route, caller, body, trace)  # 4. decision
+                if route.after_draft:  # the base model answers first; the helper sees it
+                    draft = await self._draft(caller, route, body, trace)
+                decision = await self.decider.decide(  # 4. decision
+                    route, caller, body, trace, draft.data if draft else None
+                )
                 if decision.escalates:  # 5. budget
                     target, reservation, decision = await self._reserve(
                         route, caller, decision, trace
@@ -90,9 +95,12 @@ class ChatService:
                 self.decider.taken(route, caller, decision)
                 trace.decision = decision
             try:  # 6. upstream
-                result = await self._call(
-                    caller, target, body, raw if route is None else None, trace
-                )
+                if draft is not None and target is base:
+                    result = self._serve_draft(draft, body, trace)
+                else:
+                    result = await self._call(
+                        caller, target, body, raw if route is None else None, trace
+                    )
             except EscalatorError:
                 if reservation is None:
                     raise
@@ -102,7 +110,10 @@ class ChatService:
                 trace.failed_intervention, trace.upstream = trace.upstream, None
                 trace.budget_after = trace.budget_before
                 target = base
-                result = await self._call(caller, base, body, None, trace)
+                if draft is not None:
+                    result = self._serve_draft(draft, body, trace)
+                else:
+                    result = await self._call(caller, base, body, None, trace)
             trace.action = target.kind if route is not None else BASE
             if not isinstance(result, UpstreamReply):  # a stream
                 handed_over, reservation = reservation, None
@@ -246,11 +257,47 @@ class ChatService:
         call.status = 200
         return result
 
+    async def _draft(
+        self, caller: Caller, route: RoutePlan, body: dict[str, Any], trace: StepTrace
+    ) -> UpstreamReply:
+        """The base model's complete answer, with token logprobs for the helper to read."""
+        request = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        request.update(model=route.base.model, logprobs=True)
+        upstream = self.upstreams[route.base.upstream]
+        call = trace.draft = UpstreamCall(upstream.name, route.base.model)
+        try:
+            draft = await upstream.complete("chat/completions", orjson.dumps(request))
+        except EscalatorError as exc:
+            call.status, call.error = exc.status, exc.message
+            self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            trace.upstream = call
+            raise
+        call.status, call.latency_ms = 200, draft.latency_ms
+        self.metrics.upstream_latency.labels(upstream.name).observe(draft.latency_ms / 1000)
+        self._count_usage(caller, call, draft.data.get("usage"))
+        return draft
+
+    def _serve_draft(
+        self, draft: UpstreamReply, body: dict[str, Any], trace: StepTrace
+    ) -> UpstreamReply | ChunkSource:
+        """The draft as the step's answer, shaped as the client asked for it."""
+        trace.upstream, trace.draft_served = trace.draft, True
+        data = draft.data
+        if not body.get("logprobs"):  # asked for by the proxy, not by the client
+            data = {**data, "choices": [{**c, "logprobs": None} for c in data["choices"]]}
+        if body.get("stream") is True:
+            assert trace.draft is not None
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return ReplayStream(self.upstreams[trace.draft.name], data, include_usage)
+        raw = draft.body if data is draft.data else orjson.dumps(data)
+        return UpstreamReply(raw, data, draft.latency_ms)
+
     def _read_reply(self, caller: Caller, reply: UpstreamReply, trace: StepTrace) -> None:
         call = trace.upstream
         assert call is not None
-        call.latency_ms = reply.latency_ms
-        self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
+        if call.latency_ms is None:  # each upstream call is measured once (a draft already was)
+            call.latency_ms = reply.latency_ms
+            self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
         self._count_usage(caller, call, reply.data.get("usage"))
         choices = reply.data.get("choices") or [{}]
         message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}

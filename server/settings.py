@@ -135,6 +135,9 @@ class RouteSettings(_Section):
     # A candidate helper that decides on live traffic without acting; logged beside.
     shadow_policy: dict[str, Any] | None = None
     interventions: list[InterventionSettings] = []
+    # "before": decide from the state alone. "after_draft": the base model answers first and
+    # the helper also sees that draft (text, tool calls, token logprobs), as cascades do.
+    decide: Literal["before", "after_draft"] = "before"
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
 
     @field_validator("interventions")

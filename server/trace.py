@@ -56,6 +56,8 @@ class StepTrace:
     threshold: float | None = None  # the calibrated threshold the score was compared with
     shadow: Decision | None = None
     failed_intervention: UpstreamCall | None = None
+    draft: UpstreamCall | None = None  # the base model's draft, with decision timing after_draft
+    draft_served: bool = False
     intervention: dict[str, Any] | None = None  # how a best-of-N step chose its answer
     upstream: UpstreamCall | None = None
     response: dict[str, Any] | None = None
@@ -91,6 +93,8 @@ class StepTrace:
         }
         if self.one_step:
             record["one_step"] = True
+        if self.draft is not None:
+            record["draft"] = {**self.draft.record(), "served": self.draft_served}
         if self.intervention is not None:
             record["intervention"] = self.intervention
         if self.failed_intervention is not None:
