@@ -125,6 +125,26 @@ def draft_features(completion: Mapping[str, Any]) -> Features:
     }
 
 
+FEATURE_NAMES = (
+    "step",
+    "n_messages",
+    "n_assistant",
+    "n_tool",
+    "tool_error_rate",
+    "last_is_observation",
+    "last_tool_error",
+    "last_observation_chars",
+    "repeated_actions",
+    "prior_escalations",
+    "draft_chars",
+    "draft_tool_calls",
+    "draft_invalid_tool_args",
+    "draft_uncertainty",
+    "draft_min_logprob",
+    "draft_truncated",
+)  # every feature a helper may be trained on
+
+
 def recent_text(messages: Sequence[Message], turns: int = 4, max_chars: int = 2_000) -> str:
     """The latest turns as one string, newest last, for text models of the state."""
     lines = [f"{m.get('role', '?')}: {message_text(m)}" for m in messages[-turns:]]

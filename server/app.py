@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +16,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from router.budget import open_store
+from router.policies import PolicyConfigError
 from server.errors import EscalatorError, InvalidRequest, NotFound
 from server.http import ClientDisconnected, StepHeaders, error_response
 from server.metrics import Metrics
-from server.routes import openai, ops, sessions
+from server.routes import admin, openai, ops, sessions
 from server.service import ChatService
 from server.sessions import SessionService
 from server.settings import Settings
@@ -48,9 +52,19 @@ def create_app(settings: Settings) -> FastAPI:
     service = ChatService(settings, store, upstreams, steplog, metrics)
     metrics.info.labels(_version(), service.config_hash).set(1)
 
+    def reload_on_signal() -> None:
+        try:
+            loaded = service.reload_helpers()
+        except PolicyConfigError as exc:
+            log.error("SIGHUP: helper reload refused, the running helpers stay: %s", exc)
+        else:
+            log.info("SIGHUP: helpers reloaded: %s", ", ".join(loaded))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         steplog.start()
+        if threading.current_thread() is threading.main_thread():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal)
         log.info(
             "escalator ready: %d route(s), %d upstream(s), budget store %s, logs in %s",
             len(settings.routes),
@@ -91,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Plain Starlette routes: the handlers take the raw request (bodies pass through
     # unparsed by pydantic), and skipping FastAPI's dependency solving is measurably faster.
-    app.router.routes.extend([*openai.routes, *sessions.routes, *ops.routes])
+    app.router.routes.extend([*openai.routes, *sessions.routes, *ops.routes, *admin.routes])
     app.add_middleware(StepHeaders, metrics=metrics)
     _install_error_handlers(app)
     return app

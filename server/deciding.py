@@ -55,6 +55,7 @@ class Decider:
             used=trace.budget_limit - (trace.budget_before or 0),
             cheapest_cost=route.cheapest_cost,
         )
+        trace.features["prior_escalations"] = float(view.used)
         if route.primary is None:
             return Decision(BASE, 0.0, 1.0, route.policy.policy_id, "no_intervention")
 

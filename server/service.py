@@ -67,6 +67,13 @@ class ChatService:
         self.decider = Decider(metrics)
         self._background: set[asyncio.Task[None]] = set()
 
+    def reload_helpers(self) -> list[str]:
+        """Re-read every route's helper artifacts and swap them in all at once; on any invalid
+        artifact raise PolicyConfigError and keep the running helpers."""
+        routes = {name: RoutePlan.build(name, rs) for name, rs in self.settings.routes.items()}
+        self.routes = routes  # one assignment: a request sees the old plans or the new ones
+        return [f"{name}: {plan.policy.policy_id}" for name, plan in routes.items()]
+
     # -- the request flow -------------------------------------------------------------------
 
     async def chat(

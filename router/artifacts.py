@@ -1,0 +1,196 @@
+"""Helper artifacts: what `training/` exports and the `learned` and `table` policies load.
+
+A directory holding `helper.json` and a weights file in a non-executable format (JSON):
+
+    helper.json  {"format": 1, "kind": "learned" | "table",
+                  "features": ["step", "last_tool_error", ...],   # StepState.features, in order
+                  "embedding": {"kind": "hashed", "dim": 256, ...} | null,
+                  "weights": "weights.json",
+                  "thresholds": {"0": 0.9, "1": 0.6, "default": 0.5},   # learned: per budget
+                  "bins": [0.0, 0.25, 0.5, 0.75, 1.0],                   # table: score bins
+                  "actions": [[0, 1, 1], ...],       # table: per bin, per remaining budget 0..B
+                  "training": {"data_digest": "...", ...}, "evaluation": {...}}
+    weights.json {"bias": b, "features": [...], "embedding": [...], "budget": w}
+
+The weights define a linear model over the features, the embedding and the remaining budget,
+squashed by a logistic: for `learned` it is P(escalating pays off); for `table` it is the
+PRM's P(success), binned and looked up with the remaining budget. Everything is checked at
+load: a malformed, incomplete or non-finite artifact raises ArtifactError and is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from router.embedding import HashedNgrams
+from router.state import Message
+
+FORMAT = 1
+KINDS = ("learned", "table")
+
+
+class ArtifactError(ValueError):
+    """A helper artifact that cannot be used; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinearScorer:
+    features: tuple[str, ...]
+    embedding: HashedNgrams | None
+    bias: float
+    feature_weights: tuple[float, ...]
+    embedding_weights: tuple[float, ...]
+    budget_weight: float
+
+    def score(
+        self, features: Mapping[str, float], messages: Sequence[Message], remaining: int
+    ) -> float:
+        z = self.bias + self.budget_weight * remaining
+        z += sum(
+            w * features.get(name, 0.0)
+            for name, w in zip(self.features, self.feature_weights, strict=True)
+        )
+        if self.embedding is not None:
+            vector = self.embedding.embed_messages(messages)
+            z += sum(w * v for w, v in zip(self.embedding_weights, vector, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class HelperArtifact:
+    kind: str
+    digest: str
+    scorer: LinearScorer
+    thresholds: Mapping[str, float]
+    bins: tuple[float, ...]
+    actions: tuple[tuple[int, ...], ...]
+    meta: Mapping[str, Any]
+
+    @property
+    def policy_id(self) -> str:
+        return f"{self.kind}@{self.digest[:8]}"
+
+    def threshold(self, remaining: int) -> float:
+        return self.thresholds.get(str(remaining), self.thresholds["default"])
+
+    def table_action(self, score: float, remaining: int) -> int:
+        """1 to escalate, 0 not, for a score and remaining budget (capped at the table's)."""
+        row = 0
+        while row + 1 < len(self.bins) - 1 and score >= self.bins[row + 1]:
+            row += 1
+        actions = self.actions[row]
+        return actions[min(remaining, len(actions) - 1)]
+
+
+def load_artifact(
+    directory: str | Path, known_features: Sequence[str] | None = None
+) -> HelperArtifact:
+    """Load and check a helper artifact directory; raise ArtifactError saying what is wrong."""
+    directory = Path(directory)
+    spec = _read_json(directory / "helper.json")
+    if spec.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{directory}: helper.json format {spec.get('format')!r}, expected {FORMAT}"
+        )
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ArtifactError(f"{directory}: kind {kind!r}, expected one of {', '.join(KINDS)}")
+    features = spec.get("features")
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ArtifactError(f"{directory}: features must be a list of feature names")
+    if known_features is not None:
+        unknown = sorted(set(features) - set(known_features))
+        if unknown:
+            raise ArtifactError(
+                f"{directory}: features this proxy does not compute: {', '.join(unknown)}"
+            )
+    embedding = _embedding(directory, spec.get("embedding"))
+    weights_name = spec.get("weights")
+    if (
+        not isinstance(weights_name, str)
+        or "/" in weights_name
+        or not weights_name.endswith(".json")
+    ):
+        raise ArtifactError(f"{directory}: weights must name a .json file in the directory")
+    weights = _read_json(directory / weights_name)
+    scorer = LinearScorer(
+        features=tuple(features),
+        embedding=embedding,
+        bias=_finite(weights.get("bias"), "bias", directory),
+        feature_weights=_vector(weights.get("features", []), len(features), "features", directory),
+        embedding_weights=_vector(
+            weights.get("embedding", []), embedding.dim if embedding else 0, "embedding", directory
+        ),
+        budget_weight=_finite(weights.get("budget", 0.0), "budget", directory),
+    )
+    thresholds: dict[str, float] = {}
+    bins: tuple[float, ...] = ()
+    actions: tuple[tuple[int, ...], ...] = ()
+    if kind == "learned":
+        raw = spec.get("thresholds")
+        if not isinstance(raw, dict) or "default" not in raw:
+            raise ArtifactError(f"{directory}: a learned helper needs thresholds with a 'default'")
+        thresholds = {str(k): _finite(v, f"thresholds.{k}", directory) for k, v in raw.items()}
+    else:
+        bins = _vector(spec.get("bins"), None, "bins", directory)
+        if len(bins) < 2 or list(bins) != sorted(bins):
+            raise ArtifactError(f"{directory}: bins must be at least two increasing edges")
+        raw_actions = spec.get("actions")
+        if not isinstance(raw_actions, list) or len(raw_actions) != len(bins) - 1:
+            raise ArtifactError(
+                f"{directory}: actions needs one row per score bin ({len(bins) - 1})"
+            )
+        rows = []
+        for row in raw_actions:
+            if not isinstance(row, list) or not row or any(a not in (0, 1) for a in row):
+                raise ArtifactError(f"{directory}: each actions row is a non-empty list of 0/1")
+            rows.append(tuple(int(a) for a in row))
+        actions = tuple(rows)
+    digest = hashlib.sha256(
+        (directory / "helper.json").read_bytes() + (directory / weights_name).read_bytes()
+    ).hexdigest()
+    meta: dict[str, Any] = {k: spec[k] for k in ("training", "evaluation") if k in spec}
+    return HelperArtifact(kind, digest, scorer, thresholds, bins, actions, meta)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    return data
+
+
+def _embedding(directory: Path, spec: Any) -> HashedNgrams | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("kind") != "hashed":
+        raise ArtifactError(f"{directory}: embedding must be null or {{'kind': 'hashed', ...}}")
+    try:
+        return HashedNgrams(**{k: v for k, v in spec.items() if k != "kind"})
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{directory}: embedding: {exc}") from None
+
+
+def _finite(value: Any, name: str, directory: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArtifactError(f"{directory}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _vector(value: Any, length: int | None, name: str, directory: Path) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise ArtifactError(f"{directory}: {name} must be a list of numbers")
+    if length is not None and len(value) != length:
+        raise ArtifactError(f"{directory}: {name} has {len(value)} weights, expected {length}")
+    return tuple(_finite(v, name, directory) for v in value)

@@ -1,0 +1,84 @@
+"""Policies that load a trained helper artifact: `learned` and `table`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from router.artifacts import ArtifactError, HelperArtifact, load_artifact
+from router.decision import BASE, BudgetView, Decision
+from router.policies.base import (
+    Policy,
+    PolicyConfigError,
+    PolicyContext,
+    register_policy,
+    take_params,
+)
+from router.state import FEATURE_NAMES, StepState
+
+
+class Learned:
+    """Escalates when the helper's P(escalating pays off) reaches its threshold for the
+    remaining budget."""
+
+    inline = True
+    thresholded = True
+
+    def __init__(self, artifact: HelperArtifact, intervention: str) -> None:
+        self.artifact = artifact
+        self.policy_id = artifact.policy_id
+        self._intervention = intervention
+
+    def decide(self, state: StepState, budget: BudgetView) -> Decision:
+        remaining = budget.remaining
+        score = self.artifact.scorer.score(state.features, state.messages, remaining)
+        escalate = score >= self.artifact.threshold(remaining)
+        return Decision(
+            self._intervention if escalate else BASE, score, 1.0, self.policy_id, "learned"
+        )
+
+
+class Table:
+    """The dynamic-programming policy: the PRM's P(success) binned, looked up with the
+    remaining budget. Its logged score is the PRM's P(failure)."""
+
+    inline = True
+    thresholded = False
+
+    def __init__(self, artifact: HelperArtifact, intervention: str) -> None:
+        self.artifact = artifact
+        self.policy_id = artifact.policy_id
+        self._intervention = intervention
+
+    def decide(self, state: StepState, budget: BudgetView) -> Decision:
+        remaining = budget.remaining
+        success = self.artifact.scorer.score(state.features, state.messages, remaining)
+        escalate = self.artifact.table_action(success, remaining) == 1
+        return Decision(
+            self._intervention if escalate else BASE, 1.0 - success, 1.0, self.policy_id, "table"
+        )
+
+
+def _load(kind: str, params: Mapping[str, Any]) -> HelperArtifact:
+    checked = take_params(kind, params, {"artifact": str})
+    if "artifact" not in checked:
+        raise PolicyConfigError(f'policy {kind!r} needs artifact = "<helper directory>"')
+    try:
+        artifact = load_artifact(checked["artifact"], FEATURE_NAMES)
+    except ArtifactError as exc:
+        raise PolicyConfigError(f"policy {kind!r}: {exc}") from None
+    if artifact.kind != kind:
+        raise PolicyConfigError(
+            f"policy {kind!r}: {checked['artifact']} holds a {artifact.kind!r} helper"
+        )
+    return artifact
+
+
+@register_policy("learned")
+def _learned(params: Mapping[str, Any], context: PolicyContext) -> Policy:
+    return Learned(_load("learned", params), context.intervention)
+
+
+@register_policy("table")
+def _table(params: Mapping[str, Any], context: PolicyContext) -> Policy:
+    return Table(_load("table", params), context.intervention)
