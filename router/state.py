@@ -146,6 +146,11 @@ FEATURE_NAMES = (
 
 
 def recent_text(messages: Sequence[Message], turns: int = 4, max_chars: int = 2_000) -> str:
-    """The latest turns as one string, newest last, for text models of the state."""
-    lines = [f"{m.get('role', '?')}: {message_text(m)}" for m in messages[-turns:]]
+    """The latest turns as one string, newest last, for text models of the state; an
+    assistant turn is its tool calls when it made any."""
+    lines = [
+        f"{m.get('role', '?')}: "
+        + (_action_signature(m) if m.get("role") == "assistant" else message_text(m))
+        for m in messages[-turns:]
+    ]
     return "\n".join(lines)[-max_chars:]

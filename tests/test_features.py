@@ -66,3 +66,8 @@ def test_recent_text_keeps_the_latest_turns() -> None:
     messages = [{"role": "user", "content": f"turn {i}"} for i in range(10)]
     text = recent_text(messages, turns=2)
     assert text == "user: turn 8\nuser: turn 9"
+
+
+def test_recent_text_shows_an_assistant_turn_as_its_tool_calls() -> None:
+    messages = [call("python", '{"code": "1/0"}'), {"role": "tool", "content": "ZeroDivisionError"}]
+    assert recent_text(messages) == 'assistant: python({"code": "1/0"})\ntool: ZeroDivisionError'
