@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge
 from server.metrics import Metrics
 from server.streaming import SseRelay
+from server.tenancy import Caller
 from server.trace import StepTrace
 
 log = logging.getLogger("escalator.http")
@@ -76,6 +77,13 @@ class StepHeaders:
 def trace_of(request: Request) -> StepTrace:
     trace: StepTrace = request.state.trace
     return trace
+
+
+def caller_of(request: Request) -> Caller:
+    """The tenant the request's API key belongs to (401 otherwise), noted on its trace."""
+    caller: Caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
+    trace_of(request).tenant = caller.tenant
+    return caller
 
 
 def json_response(

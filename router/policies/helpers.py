@@ -17,17 +17,20 @@ from router.policies.base import (
 from router.state import FEATURE_NAMES, StepState
 
 
-class Learned:
-    """Escalates when the helper's P(escalating pays off) reaches its threshold for the
-    remaining budget."""
-
+class _ArtifactPolicy:
     inline = True
-    thresholded = True
 
     def __init__(self, artifact: HelperArtifact, intervention: str) -> None:
         self.artifact = artifact
         self.policy_id = artifact.policy_id
         self._intervention = intervention
+
+
+class Learned(_ArtifactPolicy):
+    """Escalates when the helper's P(escalating pays off) reaches its threshold for the
+    remaining budget."""
+
+    thresholded = True
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision:
         remaining = budget.remaining
@@ -38,17 +41,11 @@ class Learned:
         )
 
 
-class Table:
+class Table(_ArtifactPolicy):
     """The dynamic-programming policy: the PRM's P(success) binned, looked up with the
     remaining budget. Its logged score is the PRM's P(failure)."""
 
-    inline = True
     thresholded = False
-
-    def __init__(self, artifact: HelperArtifact, intervention: str) -> None:
-        self.artifact = artifact
-        self.policy_id = artifact.policy_id
-        self._intervention = intervention
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision:
         remaining = budget.remaining

@@ -10,18 +10,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.errors import InvalidRequest
-from server.http import SseResponse, json_response, read_json_object, trace_of, until_disconnected
+from server.http import (
+    SseResponse,
+    caller_of,
+    json_response,
+    read_json_object,
+    trace_of,
+    until_disconnected,
+)
 from server.service import ChatService, StepReply
-from server.tenancy import Tenancy
 
 MAX_SESSION_ID_CHARS = 512  # OpenAI's limit on a metadata value
 
 
 async def chat_completions(request: Request) -> Response:
     app = request.app.state
-    caller = app.tenancy.authenticate(request.headers.get("authorization"))
-    trace = trace_of(request)
-    trace.tenant = caller.tenant
+    caller, trace = caller_of(request), trace_of(request)
     body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
     _check_chat_body(body)
     trace.session = _session_id(request, body) or trace.request_id
@@ -32,9 +36,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     app = request.app.state
-    caller = app.tenancy.authenticate(request.headers.get("authorization"))
-    trace = trace_of(request)
-    trace.tenant = caller.tenant
+    caller, trace = caller_of(request), trace_of(request)
     body, _ = await read_json_object(request, app.settings.server.max_body_bytes)
     _require_model(body)
     if "prompt" not in body:
@@ -45,8 +47,7 @@ async def completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     app = request.app.state
-    tenancy: Tenancy = app.tenancy
-    tenancy.authenticate(request.headers.get("authorization"))
+    caller_of(request)
     service: ChatService = app.service
     created = int(app.started_at)
     data: list[dict[str, Any]] = [

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.errors import InvalidRequest
-from server.http import json_response, read_json_object, trace_of
+from server.http import caller_of, json_response, read_json_object
 from server.sessions import SessionService
 
 _MAX_OUTCOME_BYTES = 64 * 1024
@@ -24,16 +24,14 @@ class OutcomeReport(BaseModel):
 
 async def describe_session(request: Request) -> Response:
     session: str = request.path_params["session"]
-    caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
-    trace_of(request).tenant = caller.tenant
+    caller = caller_of(request)
     sessions: SessionService = request.app.state.sessions
     return json_response(orjson.dumps(await sessions.describe(caller, session)))
 
 
 async def report_outcome(request: Request) -> Response:
     session: str = request.path_params["session"]
-    caller = request.app.state.tenancy.authenticate(request.headers.get("authorization"))
-    trace_of(request).tenant = caller.tenant
+    caller = caller_of(request)
     body, _ = await read_json_object(request, _MAX_OUTCOME_BYTES)
     try:
         report = OutcomeReport.model_validate(body)
