@@ -49,10 +49,10 @@ def transcript(rng: random.Random, turns: int = 20) -> list[dict[str, Any]]:
     return messages
 
 
-def write_learned(directory: Path, dim: int | None) -> Path:
+def write_learned(directory: Path, dim: int | None, kind: str = "hashed") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     features = list(FEATURE_NAMES)
-    embedding = {"kind": "hashed", "dim": dim} if dim else None
+    embedding: dict[str, Any] | None = {"kind": kind, "dim": dim} if dim else None
     rng = random.Random(0)
     (directory / "helper.json").write_text(
         json.dumps(
@@ -108,6 +108,18 @@ def main() -> None:
             "artifact": str(write_learned(work / "e", 256)),
         },
     }
+    try:
+        from router.minilm import MiniLm
+
+        minilm = MiniLm()
+    except Exception as exc:  # the embed extra is optional
+        minilm = None
+        print(f"(MiniLM not measured: {exc})")
+    else:
+        policies["learned, features+MiniLM-128tok"] = {
+            "kind": "learned",
+            "artifact": str(write_learned(work / "m", 384, "minilm")),
+        }
     print(f"{'policy':<32}{'p50 ms':>8}{'p99 ms':>8}")
     for name, spec in policies.items():
         p50, p99 = measure(spec, steps)
@@ -123,6 +135,13 @@ def main() -> None:
         f"hashed-256 embedding: {len(texts) / elapsed:,.0f} texts/s "
         f"({chars / len(texts):,.0f} chars each), one core"
     )
+    if minilm is not None:
+        sample = texts[:200]
+        started = time.perf_counter()
+        for text in sample:
+            minilm.embed(text)
+        rate = len(sample) / (time.perf_counter() - started)
+        print(f"MiniLM int8 embedding (up to 128 tokens): {rate:,.1f} texts/s, one core")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,20 @@ A directory holding `helper.json` and a weights file in a non-executable format 
 
     helper.json  {"format": 1, "kind": "learned" | "table",
                   "features": ["step", "last_tool_error", ...],   # StepState.features, in order
-                  "embedding": {"kind": "hashed", "dim": 256, ...} | null,
+                  "embedding": {"kind": "hashed", "dim": 256, ...}
+                             | {"kind": "minilm", "max_tokens": 128,
+                                "fallback": {"kind": "hashed", "dim": 256}} | null,
                   "weights": "weights.json",
                   "thresholds": {"0": 0.9, "1": 0.6, "default": 0.5},   # learned: per budget
                   "bins": [0.0, 0.25, 0.5, 0.75, 1.0],                   # table: score bins
                   "actions": [[0, 1, 1], ...],       # table: per bin, per remaining budget 0..B
                   "training": {"data_digest": "...", ...}, "evaluation": {...}}
-    weights.json {"bias": b, "features": [...], "embedding": [...], "budget": w}
+    weights.json {"bias": b, "features": [...], "embedding": [...], "budget": w,
+                  "fallback_embedding": [...]}    # for the fallback embedding, if any
+
+A `minilm` embedding needs the `embed` extra; where it is not installed the helper uses its
+fallback (hashed n-grams with their own weights) or, lacking one, its features alone, and
+says so in a warning: it never fails to load for that reason.
 
 The weights define a linear model over the features, the embedding and the remaining budget,
 squashed by a logistic: for `learned` it is P(escalating pays off); for `table` it is the
@@ -22,14 +29,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from router.embedding import HashedNgrams
 from router.state import Message
+
+log = logging.getLogger("escalator.helper")
 
 FORMAT = 1
 KINDS = ("learned", "table")
@@ -39,10 +49,17 @@ class ArtifactError(ValueError):
     """A helper artifact that cannot be used; the message says what is wrong."""
 
 
+class Embedder(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    def embed_messages(self, messages: Sequence[Message]) -> list[float]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LinearScorer:
     features: tuple[str, ...]
-    embedding: HashedNgrams | None
+    embedding: Embedder | None
     bias: float
     feature_weights: tuple[float, ...]
     embedding_weights: tuple[float, ...]
@@ -110,7 +127,7 @@ def load_artifact(
             raise ArtifactError(
                 f"{directory}: features this proxy does not compute: {', '.join(unknown)}"
             )
-    embedding = _embedding(directory, spec.get("embedding"))
+    embedding, embedding_key = _embedding(directory, spec.get("embedding"))
     weights_name = spec.get("weights")
     if (
         not isinstance(weights_name, str)
@@ -125,7 +142,10 @@ def load_artifact(
         bias=_finite(weights.get("bias"), "bias", directory),
         feature_weights=_vector(weights.get("features", []), len(features), "features", directory),
         embedding_weights=_vector(
-            weights.get("embedding", []), embedding.dim if embedding else 0, "embedding", directory
+            weights.get(embedding_key, []),
+            embedding.dim if embedding else 0,
+            embedding_key,
+            directory,
         ),
         budget_weight=_finite(weights.get("budget", 0.0), "budget", directory),
     )
@@ -171,13 +191,32 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _embedding(directory: Path, spec: Any) -> HashedNgrams | None:
+def _embedding(directory: Path, spec: Any) -> tuple[Embedder | None, str]:
+    """The embedder an artifact asks for, and the weights key that goes with it."""
     if spec is None:
-        return None
-    if not isinstance(spec, dict) or spec.get("kind") != "hashed":
-        raise ArtifactError(f"{directory}: embedding must be null or {{'kind': 'hashed', ...}}")
+        return None, "embedding"
+    if not isinstance(spec, dict) or spec.get("kind") not in ("hashed", "minilm"):
+        raise ArtifactError(
+            f"{directory}: embedding must be null or {{'kind': 'hashed' | 'minilm', ...}}"
+        )
+    params = {k: v for k, v in spec.items() if k not in ("kind", "fallback")}
     try:
-        return HashedNgrams(**{k: v for k, v in spec.items() if k != "kind"})
+        if spec["kind"] == "hashed":
+            return HashedNgrams(**params), "embedding"
+        from router.minilm import EmbedderUnavailable, MiniLm
+
+        try:
+            return MiniLm(**params), "embedding"
+        except EmbedderUnavailable as exc:
+            fallback = spec.get("fallback")
+            if fallback is None:
+                log.warning("%s: %s; the helper decides on its features alone", directory, exc)
+                return None, "embedding"
+            log.warning("%s: %s; the helper falls back to hashed n-grams", directory, exc)
+            if not isinstance(fallback, dict) or fallback.get("kind") != "hashed":
+                raise ArtifactError(f"{directory}: an embedding fallback must be hashed") from None
+            rest = {k: v for k, v in fallback.items() if k != "kind"}
+            return HashedNgrams(**rest), "fallback_embedding"
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{directory}: embedding: {exc}") from None
 

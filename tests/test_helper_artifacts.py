@@ -50,7 +50,7 @@ def write_helper(
         helper["bins"] = [0.0, 0.5, 1.0]
         helper["actions"] = [[0, 1, 1], [0, 0, 0]]
     helper.update(spec or {})
-    dim = embedding["dim"] if embedding else 0
+    dim = embedding.get("dim", 0) if embedding else 0
     weights = {
         "bias": bias,
         "features": [error_weight, 0.0],
@@ -100,7 +100,7 @@ def test_a_table_helper_looks_up_score_bin_and_budget(tmp_path: Path) -> None:
         ({"features": ["last_tool_error", "mood"]}, "does not compute: mood"),
         ({"weights": "../weights.json"}, "must name a .json file"),
         ({"thresholds": {"1": 0.5}}, "needs thresholds with a 'default'"),
-        ({"embedding": {"kind": "minilm"}}, "embedding must be"),
+        ({"embedding": {"kind": "word2vec"}}, "embedding must be"),
     ],
 )
 def test_a_bad_helper_json_is_refused(tmp_path: Path, change: dict[str, Any], message: str) -> None:

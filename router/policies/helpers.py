@@ -7,6 +7,7 @@ from typing import Any
 
 from router.artifacts import ArtifactError, HelperArtifact, load_artifact
 from router.decision import BASE, BudgetView, Decision
+from router.embedding import HashedNgrams
 from router.policies.base import (
     Policy,
     PolicyConfigError,
@@ -18,12 +19,13 @@ from router.state import FEATURE_NAMES, StepState
 
 
 class _ArtifactPolicy:
-    inline = True
-
     def __init__(self, artifact: HelperArtifact, intervention: str) -> None:
         self.artifact = artifact
         self.policy_id = artifact.policy_id
         self._intervention = intervention
+        # A neural embedding takes milliseconds: off the event loop, under the decision timeout.
+        embedding = artifact.scorer.embedding
+        self.inline = embedding is None or isinstance(embedding, HashedNgrams)
 
 
 class Learned(_ArtifactPolicy):
