@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from router.artifacts import HelperArtifact
+from router.state import draft_features, extract_features
 from router.verifiers import majority_vote
 from server.errors import EscalatorError, UpstreamError
 from server.settings import BestOfNIntervention, ReasoningIntervention
@@ -50,7 +52,10 @@ class BestOfN:
 
 
 async def best_of_n(
-    upstreams: Upstreams, spec: BestOfNIntervention, body: dict[str, Any]
+    upstreams: Upstreams,
+    spec: BestOfNIntervention,
+    body: dict[str, Any],
+    prm: HelperArtifact | None = None,
 ) -> BestOfN:
     started = time.perf_counter()
     upstream = upstreams[spec.upstream]
@@ -66,6 +71,10 @@ async def best_of_n(
         raise UpstreamError(f"upstream {upstream.name!r} returned no samples for best-of-N")
     vote = majority_vote(messages)
     chosen, method = vote.chosen, "majority"
+    scores: list[float] | None = None
+    if prm is not None:
+        scores = [_prm_score(prm, body, choice) for choice in choices]
+        chosen, method = max(range(len(scores)), key=scores.__getitem__), "prm"
     if spec.judge is not None:
         judged = await _judge(upstreams, spec, body, messages)
         if judged is not None:
@@ -82,6 +91,7 @@ async def best_of_n(
         "chosen": chosen,
         "verifier": method,
         "agreement": vote.votes if method == "majority" else None,
+        **({"scores": [round(x, 4) for x in scores]} if scores is not None else {}),
     }
     latency = (time.perf_counter() - started) * 1000
     return BestOfN(UpstreamReply(raw, completion, latency), record)
@@ -133,6 +143,15 @@ async def _judge(
     except (EscalatorError, KeyError, IndexError, TypeError, ValueError):
         return None  # the vote stands
     return number - 1 if 1 <= number <= len(messages) else None
+
+
+def _prm_score(prm: HelperArtifact, body: dict[str, Any], choice: dict[str, Any]) -> float:
+    """The PRM's P(success) for the state the step reaches with this sample as its answer."""
+    messages = [*body.get("messages", []), choice.get("message") or {}]
+    step = sum(1 for m in messages if m.get("role") == "assistant")
+    features = extract_features(messages, step)
+    features.update(draft_features({"choices": [choice]}))
+    return prm.scorer.score(features, messages, 0)
 
 
 def _render(message: dict[str, Any]) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.artifacts import HelperArtifact, load_artifact
 from router.policies import Policy, PolicyContext, build_policy
-from server.settings import InterventionSettings, ModelRef, RouteSettings
+from router.state import FEATURE_NAMES
+from server.settings import BestOfNIntervention, InterventionSettings, ModelRef, RouteSettings
 
 NO_INTERVENTION_COST = 2**31
 
@@ -19,6 +21,7 @@ class Target:
     upstream: str
     model: str
     intervention: InterventionSettings | None = None
+    prm: HelperArtifact | None = None  # best-of-N's verifier, when it is a PRM
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +73,7 @@ def _target(kind: str, ref: ModelRef) -> Target:
 
 
 def _intervention_target(iv: InterventionSettings) -> Target:
-    return Target(iv.kind, iv.upstream, iv.model, iv)
+    prm = None
+    if isinstance(iv, BestOfNIntervention) and iv.prm is not None:
+        prm = load_artifact(iv.prm, FEATURE_NAMES)
+    return Target(iv.kind, iv.upstream, iv.model, iv, prm)

@@ -240,7 +240,7 @@ class ChatService:
         spec = target.intervention
         try:
             if isinstance(spec, BestOfNIntervention):
-                chosen = await best_of_n(self.upstreams, spec, body)
+                chosen = await best_of_n(self.upstreams, spec, body, target.prm)
                 trace.intervention = chosen.record
                 result: UpstreamReply | ChunkSource = chosen.reply
                 if stream:

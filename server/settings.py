@@ -17,7 +17,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from router.artifacts import ArtifactError, load_artifact
 from router.policies import PolicyConfigError, PolicyContext, build_policy
+from router.state import FEATURE_NAMES
 
 MiB = 1024 * 1024
 KEY_DIGEST_PREFIX = "sha256:"
@@ -113,13 +115,21 @@ class BestOfNIntervention(_InterventionBase):
     n: Annotated[int, Field(ge=2, le=16)] = 4
     sampling: Literal["n", "parallel"] = "n"
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8
-    verifier: Literal["majority", "judge"] = "majority"
+    verifier: Literal["majority", "judge", "prm"] = "majority"
     judge: ModelRef | None = None
+    prm: str | None = None  # a helper artifact directory whose model scores P(success)
 
     @model_validator(mode="after")
-    def _judge_named(self) -> BestOfNIntervention:
+    def _verifier_named(self) -> BestOfNIntervention:
         if (self.verifier == "judge") != (self.judge is not None):
             raise ValueError("verifier = 'judge' needs a judge = { upstream, model }, and only it")
+        if (self.verifier == "prm") != (self.prm is not None):
+            raise ValueError("verifier = 'prm' needs prm = \"<helper directory>\", and only it")
+        if self.prm is not None:
+            try:
+                load_artifact(self.prm, FEATURE_NAMES)
+            except ArtifactError as exc:
+                raise ValueError(f"prm: {exc}") from None
         return self
 
 

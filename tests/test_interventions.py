@@ -189,3 +189,40 @@ def test_intervention_settings_are_checked(tmp_path: Any) -> None:
         load(best_of_n(n=1))
     with pytest.raises(ConfigError, match="judge: unknown upstream 'nowhere'"):
         load(best_of_n(verifier="judge", judge={"upstream": "nowhere", "model": "j"}))
+
+
+def test_a_prm_picks_the_sample_it_scores_highest(start_proxy: StartProxy, tmp_path: Any) -> None:
+    import json
+
+    # A toy PRM that prefers short answers: P(success) falls with the answer's length.
+    (tmp_path / "helper.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "kind": "learned",
+                "features": ["draft_chars"],
+                "embedding": None,
+                "weights": "weights.json",
+                "thresholds": {"default": 0.5},
+            }
+        )
+    )
+    (tmp_path / "weights.json").write_text(json.dumps({"bias": 2.0, "features": [-0.2]}))
+    proxy = start_proxy(routes={"helped": route(best_of_n(verifier="prm", prm=str(tmp_path)))})
+    response = step(proxy)
+    assert response.json()["choices"][0]["message"]["content"] == "7"
+    record = records(proxy, 1)[-1]["intervention"]
+    assert (record["chosen"], record["verifier"]) == (3, "prm")
+    assert record["scores"][3] == max(record["scores"])
+
+
+def test_a_prm_verifier_needs_a_valid_artifact(tmp_path: Any) -> None:
+    routes = {
+        "r": {
+            "base": BASE,
+            "policy": {"kind": "always"},
+            "interventions": [best_of_n(verifier="prm", prm=str(tmp_path / "none"))],
+        }
+    }
+    with pytest.raises(ConfigError, match=r"prm: .*helper\.json: missing"):
+        validate_settings(proxy_config("http://127.0.0.1:9/v1", tmp_path, routes=routes))
