@@ -5,7 +5,7 @@ A directory holding `helper.json` and a weights file in a non-executable format 
     helper.json  {"format": 1, "kind": "learned" | "table",
                   "features": ["step", "last_tool_error", ...],   # StepState.features, in order
                   "embedding": {"kind": "hashed", "dim": 256, ...}
-                             | {"kind": "minilm", "max_tokens": 128,
+                             | {"kind": "minilm", "max_tokens": 40,
                                 "fallback": {"kind": "hashed", "dim": 256}} | null,
                   "weights": "weights.json",
                   "thresholds": {"0": 0.9, "1": 0.6, "default": 0.5},   # learned: per budget

@@ -39,7 +39,7 @@ class MiniLm:
     dim = DIM
 
     def __init__(
-        self, turns: int = 4, max_chars: int = 2_000, max_tokens: int = 128, dim: int = DIM
+        self, turns: int = 4, max_chars: int = 2_000, max_tokens: int = 40, dim: int = DIM
     ) -> None:
         if dim != DIM:
             raise ValueError(f"all-MiniLM-L6-v2 embeds in {DIM} dimensions, not {dim}")
@@ -61,7 +61,9 @@ class MiniLm:
         self.turns, self.max_chars = turns, max_chars
         self._np = np
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
-        self._tokenizer.enable_truncation(max_length=max_tokens)
+        # Keep the end: the newest turns say most about the step at hand.
+        self._tokenizer.enable_truncation(max_length=max_tokens, direction="left")
+        self._tokenizer.no_padding()  # the file pads to 128: one step needs no batch padding
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # one step, one core: the proxy serves many at once
         self._session = onnxruntime.InferenceSession(
