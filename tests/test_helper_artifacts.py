@@ -202,3 +202,18 @@ def test_reload_needs_the_admin_key(
     proxy = start_proxy(server={"admin_key_env": "ESCALATOR_TEST_ADMIN_KEY"})
     wrong = httpx.post(f"{proxy.url}/admin/helpers/reload", headers={"authorization": "Bearer no"})
     assert wrong.status_code == 401
+
+
+def test_threshold_on_a_prm_score(tmp_path: Path) -> None:
+    # A PRM whose P(success) drops on a failed tool call: the risk 1 - P(success) rises.
+    prm = write_helper(tmp_path, bias=3.0, error_weight=-6.0)
+    policy = build_policy({"kind": "threshold", "threshold": 0.5, "prm": str(prm)}, CONTEXT)
+    stuck, calm = (
+        policy.decide(state(True), BudgetView(3, 0, 1)),
+        policy.decide(state(False), BudgetView(3, 0, 1)),
+    )
+    assert stuck.action == "strong" and stuck.p_escalate > 0.9
+    assert calm.action == "base" and calm.p_escalate < 0.1
+    assert "/prm@" in policy.policy_id
+    with pytest.raises(PolicyConfigError, match="prm:"):
+        build_policy({"kind": "threshold", "prm": str(tmp_path / "none")}, CONTEXT)

@@ -14,8 +14,9 @@ from router.policies.base import (
     register_policy,
     take_params,
 )
+from router.artifacts import ArtifactError, HelperArtifact, load_artifact
 from router.score import heuristic_score
-from router.state import StepState
+from router.state import FEATURE_NAMES, StepState
 
 
 class Never:
@@ -62,22 +63,31 @@ class Random:
 
 
 class Threshold:
-    """Escalates when the step's score reaches the threshold τ."""
+    """Escalates when the step's score reaches the threshold τ. The score is the risk the
+    PRM sees, 1 - P(success), when a PRM artifact is given; else the hand-set prior of
+    router/score.py."""
 
     inline = True
     thresholded = True
 
-    def __init__(self, intervention: str, threshold: float) -> None:
+    def __init__(
+        self, intervention: str, threshold: float, prm: HelperArtifact | None = None
+    ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise PolicyConfigError(
                 f"policy 'threshold': threshold must be in [0, 1], got {threshold}"
             )
-        self.policy_id = f"threshold@{threshold:g}"
+        self.policy_id = f"threshold@{threshold:g}" + (f"/prm@{prm.digest[:8]}" if prm else "")
         self._intervention = intervention
         self._threshold = threshold
+        self._prm = prm
 
     def decide(self, state: StepState, budget: BudgetView) -> Decision:
-        score = heuristic_score(state.features)
+        if self._prm is None:
+            score = heuristic_score(state.features)
+        else:
+            success = self._prm.scorer.score(state.features, state.messages, budget.remaining)
+            score = 1.0 - success
         action = self._intervention if score >= self._threshold else BASE
         return Decision(action, score, 1.0, self.policy_id, "threshold")
 
@@ -102,5 +112,11 @@ def _random(params: Mapping[str, Any], context: PolicyContext) -> Policy:
 
 @register_policy("threshold")
 def _threshold(params: Mapping[str, Any], context: PolicyContext) -> Policy:
-    checked = take_params("threshold", params, {"threshold": float})
-    return Threshold(context.intervention, checked.get("threshold", 0.5))
+    checked = take_params("threshold", params, {"threshold": float, "prm": str})
+    prm = None
+    if "prm" in checked:
+        try:
+            prm = load_artifact(checked["prm"], FEATURE_NAMES)
+        except ArtifactError as exc:
+            raise PolicyConfigError(f"policy 'threshold': prm: {exc}") from None
+    return Threshold(context.intervention, checked.get("threshold", 0.5), prm)
