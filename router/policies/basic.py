@@ -1,4 +1,4 @@
-"""The policies that need no trained artifact: never, always, random, threshold."""
+"""The built-in policies: never, always, random, threshold (on a prior or a PRM)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from router.artifacts import ArtifactError, HelperArtifact, load_artifact
 from router.decision import BASE, BudgetView, Decision
 from router.policies.base import (
     Policy,
@@ -14,7 +15,6 @@ from router.policies.base import (
     register_policy,
     take_params,
 )
-from router.artifacts import ArtifactError, HelperArtifact, load_artifact
 from router.score import heuristic_score
 from router.state import FEATURE_NAMES, StepState
 
