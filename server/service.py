@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -35,6 +36,8 @@ from server.streaming import ChunkSource, SseRelay, StreamTranscript
 from server.tenancy import Caller
 from server.trace import StepTrace, UpstreamCall
 from server.upstreams import UpstreamReply, Upstreams
+
+log = logging.getLogger("escalator.service")
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
 
@@ -217,7 +220,12 @@ class ChatService:
                     _DAY_SCOPE_TTL_S,
                 )
             )
-        reservation = await self.store.reserve(scopes, cost)
+        try:
+            reservation = await self.store.reserve(scopes, cost)
+        except Exception:  # the store's client raises its own error types
+            log.exception("budget store failed to reserve; the base model answers")
+            failed = replace(decision, action=BASE, propensity=1.0, reason="budget_store_error")
+            return route.base, None, failed
         if reservation is None:
             denied = replace(decision, action=BASE, propensity=1.0, reason="budget_exhausted")
             return route.base, None, denied
@@ -248,10 +256,13 @@ class ChatService:
                     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                     result = ReplayStream(upstream, chosen.reply.data, include_usage)
             else:
-                request = {**body, "model": target.model}
-                if isinstance(spec, ReasoningIntervention):
-                    request = with_reasoning(request, spec)
-                payload = raw if raw is not None else orjson.dumps(request)
+                if raw is not None:  # passed through: the client's bytes, unchanged
+                    payload = raw
+                else:
+                    request = {**body, "model": target.model}
+                    if isinstance(spec, ReasoningIntervention):
+                        request = with_reasoning(request, spec)
+                    payload = orjson.dumps(request)
                 if stream:
                     result = await upstream.open_stream("chat/completions", payload)
                 else:

@@ -260,3 +260,13 @@ def test_a_client_that_disconnects_cancels_the_upstream_request(
     # The intervention never answered: its unit is returned, and the step is still logged.
     wait_until(lambda: client.get("/v1/sessions/ep-1").json()["interventions_used"] == 0)
     assert records(proxy, 1)[-1]["route"] == "stalling"
+
+
+def test_an_unreachable_budget_store_is_a_503_and_not_ready(start_proxy: StartProxy) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    proxy = start_proxy(storage={"budget_store": "redis", "redis_url": dead})
+    with httpx.Client(base_url=proxy.url, headers={"authorization": f"Bearer {KEYS['acme']}"}) as c:
+        error = assert_envelope(post(c, "always"), 503)
+        assert "budget store is unavailable" in error["message"]
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["budget_store"] is False
