@@ -1,0 +1,82 @@
+"""The deployment files, checked without a Docker engine: the compose file against the
+compose specification, every file it mounts or builds exists, the configuration it mounts is
+valid, the image is multi-stage, non-root, health-checked and carries the proxy only."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    checker = shutil.which("check-jsonschema") or f"{Path(sys.executable).parent}/check-jsonschema"
+    result = subprocess.run(
+        [checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_file_the_compose_file_names_exists() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            assert (ROOT / build["context"] / build["dockerfile"]).exists(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source}"
+
+
+def test_the_mounted_configuration_is_valid() -> None:
+    settings = load_settings(ROOT / "deploy" / "escalator.compose.toml")
+    assert settings.storage.budget_store == "redis"
+    services = compose()["services"]
+    upstream_hosts = {
+        re.sub(r"^https?://([^:/]+).*", r"\1", u.base_url) for u in settings.upstreams.values()
+    }
+    assert upstream_hosts <= set(services)  # the upstreams are compose services
+    assert re.sub(r"redis://([^:/]+).*", r"\1", settings.storage.redis_url) in services
+
+
+def test_prometheus_scrapes_every_replica() -> None:
+    services = compose()["services"]
+    replicas = {n for n, s in services.items() if s.get("image") == "escalator:local"}
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        t.split(":")[0]
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for t in static["targets"]
+    }
+    assert replicas == targets == {"escalator-1", "escalator-2"}
+
+
+def test_the_image_is_slim_multi_stage_non_root_and_health_checked() -> None:
+    text = DOCKERFILE.read_text()
+    assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 2
+    assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE)
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert "training" not in text and "torch" not in text  # the proxy only
+    mounted = [v for v in compose()["x-escalator"]["volumes"] if "escalator.toml" in v]
+    assert mounted and mounted[0].split(":")[1] in text  # the config lands where CMD reads it
