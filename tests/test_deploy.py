@@ -80,3 +80,47 @@ def test_the_image_is_slim_multi_stage_non_root_and_health_checked() -> None:
     assert "training" not in text and "torch" not in text  # the proxy only
     mounted = [v for v in compose()["x-escalator"]["volumes"] if "escalator.toml" in v]
     assert mounted and mounted[0].split(":")[1] in text  # the config lands where CMD reads it
+
+
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+
+
+def kubernetes_documents() -> list[dict[str, Any]]:
+    return [
+        d for f in sorted(KUBERNETES.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d
+    ]
+
+
+def test_the_kubernetes_manifests_follow_the_kubernetes_schemas() -> None:
+    checker = shutil.which("kubernetes-validate") or (
+        f"{Path(sys.executable).parent}/kubernetes-validate"
+    )
+    result = subprocess.run(
+        [checker, "--strict", "--quiet", str(KUBERNETES / "escalator.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_kubernetes_topology_holds_together(tmp_path: Path) -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in kubernetes_documents()}
+    config = docs[("ConfigMap", "escalator")]["data"]["escalator.toml"]
+    (tmp_path / "escalator.toml").write_text(config)
+    settings = load_settings(tmp_path / "escalator.toml")
+    assert settings.storage.redis_url.startswith("redis://escalator-redis:")
+    assert ("Service", "escalator-redis") in docs
+    deployment = docs[("Deployment", "escalator")]
+    assert (
+        docs[("HorizontalPodAutoscaler", "escalator")]["spec"]["scaleTargetRef"]["name"]
+        == (deployment["metadata"]["name"])
+    )
+    monitor = docs[("ServiceMonitor", "escalator")]
+    service = docs[("Service", "escalator")]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
