@@ -15,8 +15,6 @@ import random
 from dataclasses import replace
 
 from router.decision import BASE, BudgetView, Decision
-from router.policies.base import Policy
-from router.state import StepState
 
 
 def fallback(policy_id: str, reason: str) -> Decision:
@@ -50,19 +48,3 @@ def finish_decision(
         explored=flipped,
         reason="exploration" if flipped else decision.reason,
     )
-
-
-def decide_step(
-    policy: Policy,
-    state: StepState,
-    budget: BudgetView,
-    intervention: str,
-    exploration: float,
-    rng: random.Random,
-) -> Decision:
-    """Run an inline policy and finish its decision; a policy error falls open to base."""
-    try:
-        decision = policy.decide(state, budget)
-    except Exception:  # a broken helper must never fail the agent's step
-        decision = fallback(policy.policy_id, "policy_error")
-    return finish_decision(decision, budget, intervention, exploration, rng)
