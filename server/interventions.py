@@ -175,11 +175,12 @@ class ReplayStream:
     """A complete chat completion replayed as SSE events, shaped like an upstream stream
     (OpenAI's chunk format), for clients that asked to stream a best-of-N step."""
 
-    def __init__(self, upstream: Upstream, completion: dict[str, Any], include_usage: bool):
+    def __init__(self, upstream: Upstream, completion: dict[str, Any], request: dict[str, Any]):
+        """`request` is the client's body: a usage event is sent if it asked for one."""
         self.upstream = upstream
         self.started = time.perf_counter()
         self._completion = completion
-        self._include_usage = include_usage
+        self._include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for event in self._events():

@@ -253,8 +253,7 @@ class ChatService:
                 result: UpstreamReply | ChunkSource = chosen.reply
                 if stream:
                     self._read_reply(caller, chosen.reply, trace)  # sampled: measured now
-                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                    result = ReplayStream(upstream, chosen.reply.data, include_usage)
+                    result = ReplayStream(upstream, chosen.reply.data, body)
             else:
                 if raw is not None:  # passed through: the client's bytes, unchanged
                     payload = raw
@@ -305,8 +304,7 @@ class ChatService:
             data = {**data, "choices": [{**c, "logprobs": None} for c in data["choices"]]}
         if body.get("stream") is True:
             assert trace.draft is not None
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return ReplayStream(self.upstreams[trace.draft.name], data, include_usage)
+            return ReplayStream(self.upstreams[trace.draft.name], data, body)
         raw = draft.body if data is draft.data else orjson.dumps(data)
         return UpstreamReply(raw, data, draft.latency_ms)
 

@@ -52,3 +52,11 @@ def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers 200 at `url` yet."""
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import user
+from tests.helpers import answers, user, wait_until
 from tests.servers import RunningProxy, free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -93,14 +93,7 @@ def prometheus(proxy: RunningProxy, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_until(lambda: answers(f"{url}/-/ready"), timeout_s=30)
         yield url
     finally:
         process.terminate()

@@ -7,7 +7,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import tomli_w
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import user
+from tests.helpers import answers, user, wait_until
 from tests.servers import KEYS, RedisServer, free_port, proxy_config
 
 pytestmark = pytest.mark.redis
@@ -84,21 +83,10 @@ def replicas(
     )
     try:
         for url in running:
-            _wait_healthy(url)
+            wait_until(lambda url=url: answers(f"{url}/healthz"), timeout_s=20)
         yield running
     finally:
         running.stop()
-
-
-def _wait_healthy(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"replica at {url} did not start")
 
 
 async def _step(client: httpx.AsyncClient, url: str, session: str) -> httpx.Response:
