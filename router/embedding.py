@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from router.state import Message, recent_text
 
@@ -33,13 +35,17 @@ class HashedNgrams:
     def embed(self, text: str) -> list[float]:
         vector = [0.0] * self.dim
         text = " ".join(text.lower().split())
-        counts: dict[str, int] = {}
-        for i in range(max(len(text) - self.ngram + 1, 0)):
-            gram = text[i : i + self.ngram]
-            counts[gram] = counts.get(gram, 0) + 1
+        n = self.ngram
+        counts = Counter(text[i : i + n] for i in range(len(text) - n + 1))
         for gram, count in counts.items():
-            digest = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "big")
-            sign = 1.0 if digest & 1 else -1.0
-            vector[(digest >> 1) % self.dim] += sign * count
-        norm = math.sqrt(sum(v * v for v in vector))
+            digest = _gram_hash(gram)
+            vector[(digest >> 1) % self.dim] += count if digest & 1 else -count
+        norm = math.hypot(*vector)
         return [v / norm for v in vector] if norm else vector
+
+
+# N-grams repeat across turns and steps; hashing each distinct one once keeps embedding fast
+# on the hot path and lets training embed a million steps in a minute or two.
+@lru_cache(maxsize=1 << 17)
+def _gram_hash(gram: str) -> int:
+    return int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "big")

@@ -1,0 +1,313 @@
+"""The training input: step-log segments joined with session outcomes into trajectories.
+
+Reads every `*.jsonl` and `*.jsonl.gz` file under a directory (the proxy's rotated segments,
+DESIGN.md "The step record"). A step belongs to a trajectory (s_0, a_0, ..., s_T, z) when
+it was routed (it has a decision), its session reported an outcome, and the session's steps
+are complete (indices 0..T-1 with none missing: a gap means a dropped log row, and a
+trajectory with a hole would teach the wrong transitions). Everything left out is counted in
+`LoadSummary`, and malformed lines are skipped, never fatal.
+
+The result is a struct of numpy arrays, one row per step, sorted by (session, step).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from router.state import FEATURE_NAMES, Message, recent_text
+
+BASE = "base"
+
+
+@dataclass
+class LoadSummary:
+    files: int = 0
+    lines: int = 0
+    malformed: int = 0
+    steps: int = 0
+    outcomes: int = 0
+    unrouted_steps: int = 0  # pass-through models and one-step sessions: nothing decided
+    other_route_steps: int = 0
+    sessions_without_outcome: int = 0
+    incomplete_sessions: int = 0  # a step index missing (a dropped log row)
+    steps_used: int = 0
+    sessions_used: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+
+    def lines_of_text(self) -> list[str]:
+        out = [
+            f"{self.files} files, {self.lines:,} lines: {self.steps:,} steps, "
+            f"{self.outcomes:,} outcomes",
+            f"used {self.steps_used:,} steps in {self.sessions_used:,} sessions",
+        ]
+        skipped = {
+            "malformed lines": self.malformed,
+            "unrouted steps": self.unrouted_steps,
+            "steps of other routes": self.other_route_steps,
+            "sessions without an outcome": self.sessions_without_outcome,
+            "incomplete sessions": self.incomplete_sessions,
+        }
+        out += [f"skipped {n:,} {what}" for what, n in skipped.items() if n]
+        out += [f"  e.g. {example}" for example in self.malformed_examples]
+        return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Logged trajectories, one row per step sorted by (session, step).
+
+    `remaining` is the session budget left before the step, `cost` the budget units the step
+    spent (0 on base or a refunded intervention), `propensity` the probability with which
+    the logged action was chosen, `policy_action` what the logging policy itself chose
+    before exploration flipped it. `texts` holds the newest turns for text models, or None
+    where the tenant did not allow content capture.
+    """
+
+    sessions: list[str]  # "tenant/session"
+    success: np.ndarray  # per session, float 0/1
+    start: np.ndarray  # per session, index of its first step; start[-1] == n_steps
+    session: np.ndarray  # per step
+    step: np.ndarray
+    action: np.ndarray  # 1 = an intervention
+    propensity: np.ndarray
+    policy_action: np.ndarray
+    remaining: np.ndarray
+    limit: np.ndarray  # the session's budget at its first step
+    cost: np.ndarray
+    p_escalate: np.ndarray
+    features: np.ndarray  # float32, columns FEATURE_NAMES
+    texts: list[str] | None
+    digest: str  # sha256 over every line read, in file order
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.session.shape[0])
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.sessions)
+
+    @property
+    def is_last(self) -> np.ndarray:
+        """True on each session's final step."""
+        last = np.zeros(self.n_steps, dtype=bool)
+        last[self.start[1:] - 1] = True
+        return last
+
+    def subset(self, session_mask: np.ndarray) -> Dataset:
+        """The trajectories of the sessions where `session_mask` is true."""
+        keep_sessions = np.flatnonzero(session_mask)
+        rows = np.concatenate(
+            [np.arange(self.start[s], self.start[s + 1]) for s in keep_sessions]
+            or [np.zeros(0, dtype=np.int64)]
+        )
+        lengths = np.diff(self.start)[keep_sessions]
+        renumber = np.repeat(np.arange(len(keep_sessions)), lengths)
+        return Dataset(
+            sessions=[self.sessions[s] for s in keep_sessions],
+            success=self.success[keep_sessions],
+            start=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            session=renumber.astype(np.int32),
+            step=self.step[rows],
+            action=self.action[rows],
+            propensity=self.propensity[rows],
+            policy_action=self.policy_action[rows],
+            remaining=self.remaining[rows],
+            limit=self.limit[rows],
+            cost=self.cost[rows],
+            p_escalate=self.p_escalate[rows],
+            features=self.features[rows],
+            texts=None if self.texts is None else [self.texts[i] for i in rows],
+            digest=self.digest,
+        )
+
+
+class DatasetError(ValueError):
+    """The logs cannot train a helper; the message says what is missing."""
+
+
+def segment_files(directory: Path) -> list[Path]:
+    files = [*directory.rglob("*.jsonl"), *directory.rglob("*.jsonl.gz")]
+    return sorted(p for p in files if p.is_file())
+
+
+def load_dataset(
+    directory: str | Path, route: str | None = None, text_turns: int = 4
+) -> tuple[Dataset, LoadSummary]:
+    """Read a log directory into trajectories; raise DatasetError when nothing is usable."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: no such log directory")
+    files = segment_files(directory)
+    summary = LoadSummary(files=len(files))
+    if not files:
+        raise DatasetError(f"{directory}: no step-log segments (*.jsonl, *.jsonl.gz)")
+    steps: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    outcomes: dict[tuple[str, str], float] = {}
+    digest = hashlib.sha256()
+    for record in _records(files, summary, digest):
+        kind = record.get("kind")
+        key = (str(record.get("tenant", "")), str(record.get("session", "")))
+        if kind == "outcome":
+            summary.outcomes += 1
+            outcomes[key] = 1.0 if record.get("success") is True else 0.0
+        elif kind == "step":
+            summary.steps += 1
+            if record.get("decision") is None or record.get("one_step"):
+                summary.unrouted_steps += 1
+            elif route is not None and record.get("route") != route:
+                summary.other_route_steps += 1
+            else:
+                steps.setdefault(key, []).append(_step_row(record, summary, text_turns))
+    return _assemble(steps, outcomes, summary, digest.hexdigest()), summary
+
+
+def _records(files: list[Path], summary: LoadSummary, digest: Any) -> Iterator[dict[str, Any]]:
+    for path in files:
+        opener = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    summary.lines += 1
+                    digest.update(line)
+                    if not line.strip():
+                        continue
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        record = None
+                    if not isinstance(record, dict) or record.get("kind") not in (
+                        "step",
+                        "outcome",
+                    ):
+                        _malformed(summary, f"{path.name}:{number}: not a step or outcome record")
+                        continue
+                    yield record
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            _malformed(summary, f"{path.name}: unreadable from here on ({exc})")
+
+
+def _malformed(summary: LoadSummary, example: str) -> None:
+    summary.malformed += 1
+    if len(summary.malformed_examples) < 3:
+        summary.malformed_examples.append(example)
+
+
+_MALFORMED_STEP: dict[str, Any] = {}
+
+
+def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> dict[str, Any]:
+    try:
+        decision = record["decision"]
+        state = record.get("state") or {}
+        features = state.get("features") or {}
+        messages: list[Message] | None = state.get("messages")
+        before = decision.get("budget_before")
+        after = decision.get("budget_after")
+        action = 0 if decision["action"] == BASE else 1
+        explored = bool(decision.get("explored"))
+        return {
+            "step": int(record["step"]),
+            "ts": float(record.get("ts") or 0.0),
+            "action": action,
+            "propensity": float(decision.get("propensity", 1.0)),
+            "policy_action": action ^ 1 if explored else action,
+            "remaining": int(before) if before is not None else 0,
+            "cost": max(int(before) - int(after), 0)
+            if before is not None and after is not None
+            else 0,
+            "p_escalate": float(decision.get("p_escalate", 0.0)),
+            "features": [float(features.get(name, 0.0)) for name in FEATURE_NAMES],
+            "text": recent_text(messages, text_turns) if isinstance(messages, list) else None,
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        _malformed(summary, f"step {record.get('id', '?')}: missing or mistyped fields")
+        return _MALFORMED_STEP
+
+
+def _assemble(
+    steps: dict[tuple[str, str], list[dict[str, Any]]],
+    outcomes: dict[tuple[str, str], float],
+    summary: LoadSummary,
+    digest: str,
+) -> Dataset:
+    kept: list[tuple[str, float, list[dict[str, Any]]]] = []
+    for key, rows in steps.items():
+        rows = [r for r in rows if r is not _MALFORMED_STEP]
+        if not rows:
+            continue
+        if key not in outcomes:
+            summary.sessions_without_outcome += 1
+            continue
+        rows.sort(key=lambda r: (r["step"], r["ts"]))
+        if [r["step"] for r in rows] != list(range(len(rows))):
+            summary.incomplete_sessions += 1
+            continue
+        kept.append((f"{key[0]}/{key[1]}", outcomes[key], rows))
+    kept.sort(key=lambda item: item[0])
+    rows = [r for _, _, session_rows in kept for r in session_rows]
+    summary.sessions_used = len(kept)
+    summary.steps_used = len(rows)
+    if not rows:
+        raise DatasetError(_nothing_usable(summary))
+    lengths = np.array([len(session_rows) for _, _, session_rows in kept])
+    limits = np.repeat([session_rows[0]["remaining"] for _, _, session_rows in kept], lengths)
+    texts = [r["text"] for r in rows]
+
+    def column(name: str, dtype: Any) -> np.ndarray:
+        return np.array([r[name] for r in rows], dtype=dtype)
+
+    return Dataset(
+        sessions=[name for name, _, _ in kept],
+        success=np.array([z for _, z, _ in kept], dtype=np.float64),
+        start=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        session=np.repeat(np.arange(len(kept)), lengths).astype(np.int32),
+        step=column("step", np.int32),
+        action=column("action", np.int8),
+        propensity=column("propensity", np.float64),
+        policy_action=column("policy_action", np.int8),
+        remaining=column("remaining", np.int32),
+        limit=limits.astype(np.int32),
+        cost=column("cost", np.int32),
+        p_escalate=column("p_escalate", np.float32),
+        features=np.array([r["features"] for r in rows], dtype=np.float32),
+        texts=None if any(t is None for t in texts) else texts,
+        digest=digest,
+    )
+
+
+def _nothing_usable(summary: LoadSummary) -> str:
+    if summary.steps == 0:
+        return "the logs hold no step records"
+    if summary.steps == summary.unrouted_steps + summary.other_route_steps:
+        return "no routed step in the logs (only pass-through or one-step requests)"
+    if summary.outcomes == 0:
+        return (
+            "no session outcome in the logs: report each episode's result with "
+            "POST /v1/sessions/{id}/outcome"
+        )
+    return "no session has both complete steps and an outcome"
+
+
+def check_trainable(data: Dataset, min_sessions: int = 20) -> None:
+    """Refuse data that would silently train a useless helper."""
+    problems = []
+    if data.n_sessions < min_sessions:
+        problems.append(f"only {data.n_sessions} sessions with an outcome (need {min_sessions})")
+    if not data.action.any():
+        problems.append("no step with an intervention: run with exploration > 0")
+    elif data.action.all():
+        problems.append("no step on the base model: every logged step was escalated")
+    if data.success.min() == data.success.max():
+        which = "succeeded" if data.success[0] else "failed"
+        problems.append(f"every session {which}: the PRM has nothing to learn from")
+    if problems:
+        raise DatasetError("; ".join(problems))

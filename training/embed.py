@@ -1,0 +1,91 @@
+"""The state matrix the PRM and the helper learn from: features, then a text embedding.
+
+The embedding is computed exactly as the proxy computes it at decision time (the same
+`router` embedder over the same newest turns), so weights trained here mean the same thing
+there. Hashed n-grams are embedded on every core; texts repeat across a session's steps
+less than one would hope, so this is the slowest stage on large logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from router.embedding import HashedNgrams
+from router.state import FEATURE_NAMES
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """What goes into helper.json's "embedding" (None: features only)."""
+
+    kind: str  # "none" | "hashed" | "minilm"
+    dim: int = 256
+
+    def artifact_entry(self) -> dict[str, Any] | None:
+        if self.kind == "none":
+            return None
+        if self.kind == "hashed":
+            return {"kind": "hashed", "dim": self.dim}
+        return {"kind": "minilm", "max_tokens": 40}
+
+
+def feature_columns(features: np.ndarray, exclude: Sequence[str] = ()) -> list[int]:
+    """The feature columns a model trains on: those that vary, minus any excluded."""
+    spread = features.max(axis=0) - features.min(axis=0) if len(features) else np.zeros(0)
+    return [i for i, name in enumerate(FEATURE_NAMES) if spread[i] > 0 and name not in set(exclude)]
+
+
+def embed_texts(
+    texts: Sequence[str],
+    spec: EmbeddingSpec,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
+    """One row per text (float32); an empty matrix for `none`."""
+    if spec.kind == "none":
+        return np.zeros((len(texts), 0), dtype=np.float32)
+    if spec.kind == "minilm":
+        return _minilm(texts, progress)
+    chunk = 20_000
+    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    out = np.zeros((len(texts), spec.dim), dtype=np.float32)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    row = 0
+    if workers == 1 or len(chunks) == 1:
+        results: Any = (_hashed(list(c), spec.dim) for c in chunks)
+        for block in results:
+            out[row : row + len(block)] = block
+            row += len(block)
+            if progress:
+                progress(len(block))
+        return out
+    with ProcessPoolExecutor(workers) as pool:
+        for block in pool.map(_hashed, [list(c) for c in chunks], [spec.dim] * len(chunks)):
+            out[row : row + len(block)] = block
+            row += len(block)
+            if progress:
+                progress(len(block))
+    return out
+
+
+def _hashed(texts: list[str], dim: int) -> np.ndarray:
+    embedder = HashedNgrams(dim=dim)
+    return np.array([embedder.embed(t) for t in texts], dtype=np.float32).reshape(-1, dim)
+
+
+def _minilm(texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:
+    from router.minilm import MiniLm
+
+    model = MiniLm(max_tokens=40)
+    rows = []
+    for text in texts:
+        rows.append(model.embed(text))
+        if progress:
+            progress(1)
+    return np.array(rows, dtype=np.float32).reshape(len(texts), model.dim)

@@ -1,0 +1,56 @@
+"""Logistic models on the state matrix, in the form the proxy's `LinearScorer` runs.
+
+Inputs are standardised for the fit (L-BFGS converges in tens of iterations instead of
+thousands) and the scaling is folded back into the weights, so the exported model takes the
+raw features the proxy computes: for z = Σ w_j (x_j − μ_j)/σ_j + b, the raw weights are
+w_j/σ_j and the bias b − Σ w_j μ_j/σ_j.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    bias: float
+    weights: np.ndarray  # one per column of the matrix it was fitted on
+
+    def logit(self, matrix: np.ndarray) -> np.ndarray:
+        return matrix @ self.weights.astype(matrix.dtype) + np.float32(self.bias)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logit(matrix).astype(np.float64), -50, 50)))
+
+
+def fit_logistic(
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    l2: float = 1.0,
+    max_rows: int = 200_000,
+    seed: int = 0,
+    balanced: bool = False,
+) -> LinearModel:
+    """L2-regularised logistic regression on at most `max_rows` rows (a seeded sample)."""
+    rows = np.arange(len(labels))
+    if len(rows) > max_rows:
+        rows = np.random.default_rng(seed).choice(rows, size=max_rows, replace=False)
+    x = matrix[rows].astype(np.float64)
+    y = labels[rows].astype(np.int64)
+    if y.min() == y.max():  # one class only: the model is a constant
+        p = float(np.clip(y[0], 1e-4, 1 - 1e-4))
+        return LinearModel(float(np.log(p / (1 - p))), np.zeros(matrix.shape[1]))
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(
+        C=1.0 / l2,
+        max_iter=500,
+        class_weight="balanced" if balanced else None,
+    )
+    model.fit((x - mean) / scale, y)
+    w = model.coef_[0] / scale
+    return LinearModel(float(model.intercept_[0] - np.dot(w, mean)), w)

@@ -1,0 +1,169 @@
+"""Process reward models: P(success | state), and per action where both were logged.
+
+Trained on Monte-Carlo outcomes: every logged state is labelled with its episode's result z,
+and the model minimises cross-entropy, so its output estimates P(z = 1 | s) under the
+logging policy (and P(z = 1 | s, a) for the per-action models). Three kinds:
+
+- `linear` (default): logistic regression on the helper's features and text embedding. CPU,
+  seconds on a million steps; exports to the proxy's `LinearScorer`, so `threshold` and
+  `table` policies can run it.
+- `transformers`: a sequence classifier fine-tuned on the state text (torch; for GPU
+  machines). See training/prm_transformers.py.
+- `judge`: an LLM asked through any OpenAI-compatible endpoint (e.g. a vLLM server) whether
+  the agent will succeed; no training. See training/prm_judge.py.
+
+The per-action models are always linear: they give the MDP its leaf values where logged
+transitions are thin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from training.linear import LinearModel, fit_logistic
+
+
+@dataclass(frozen=True)
+class StateInputs:
+    """What a PRM may read of each logged state."""
+
+    matrix: np.ndarray  # features (used columns) then embedding, float32
+    texts: list[str] | None
+    feature_columns: list[int]  # indices into router.state.FEATURE_NAMES
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
+class PrmConfig:
+    kind: str = "linear"
+    l2: float = 1.0
+    max_rows: int = 200_000
+    seed: int = 0
+    model: str | None = None  # transformers: a local model directory
+    endpoint: str | None = None  # judge: an OpenAI-compatible base URL
+    judge_model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Prm(Protocol):
+    kind: str
+
+    def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None: ...
+
+    def state_value(self, inputs: StateInputs) -> np.ndarray: ...
+
+
+class LinearPrm:
+    kind = "linear"
+
+    def __init__(self, config: PrmConfig) -> None:
+        self.config = config
+        self.model: LinearModel | None = None
+
+    def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
+        c = self.config
+        self.model = fit_logistic(inputs.matrix[train], success[train], c.l2, c.max_rows, c.seed)
+
+    def state_value(self, inputs: StateInputs) -> np.ndarray:
+        assert self.model is not None, "fit first"
+        return self.model.predict(inputs.matrix)
+
+
+def build_prm(config: PrmConfig) -> Prm:
+    if config.kind == "linear":
+        return LinearPrm(config)
+    if config.kind == "transformers":
+        from training.prm_transformers import TransformersPrm
+
+        return TransformersPrm(config)
+    if config.kind == "judge":
+        from training.prm_judge import JudgePrm
+
+        return JudgePrm(config)
+    raise ValueError(f"unknown PRM kind {config.kind!r}: linear, transformers or judge")
+
+
+@dataclass(frozen=True)
+class ActionValues:
+    """P(success | s, a) for a = base, intervention; NaN columns where an action was never
+    logged."""
+
+    base: LinearModel | None
+    intervention: LinearModel | None
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        out = np.full((len(matrix), 2), np.nan)
+        for a, model in enumerate((self.base, self.intervention)):
+            if model is not None:
+                out[:, a] = model.predict(matrix)
+        return out
+
+
+def fit_action_values(
+    inputs: StateInputs,
+    success: np.ndarray,
+    action: np.ndarray,
+    train: np.ndarray,
+    config: PrmConfig,
+    min_rows: int = 30,
+) -> ActionValues:
+    models: list[LinearModel | None] = []
+    for a in (0, 1):
+        rows = train & (action == a)
+        models.append(
+            fit_logistic(
+                inputs.matrix[rows], success[rows], config.l2, config.max_rows, config.seed
+            )
+            if rows.sum() >= min_rows
+            else None
+        )
+    return ActionValues(models[0], models[1])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Reliability of predicted P(success) against held-out outcomes."""
+
+    edges: np.ndarray
+    count: np.ndarray
+    predicted: np.ndarray  # mean prediction per bin (NaN where empty)
+    observed: np.ndarray  # outcome rate per bin
+    brier: float
+    brier_base_rate: float  # the Brier score of always predicting the mean outcome
+    n: int
+
+    def table(self) -> list[tuple[str, int, float, float]]:
+        return [
+            (f"{lo:.1f}-{hi:.1f}", int(n), float(p), float(o))
+            for lo, hi, n, p, o in zip(
+                self.edges[:-1],
+                self.edges[1:],
+                self.count,
+                self.predicted,
+                self.observed,
+                strict=True,
+            )
+            if n
+        ]
+
+
+def calibration(predicted: np.ndarray, outcome: np.ndarray, bins: int = 10) -> Calibration:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(predicted, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.bincount(which, predicted, bins) / count
+        observed = np.bincount(which, outcome, bins) / count
+    base = outcome.mean() if len(outcome) else 0.0
+    return Calibration(
+        edges=edges,
+        count=count,
+        predicted=mean_pred,
+        observed=observed,
+        brier=float(np.mean((predicted - outcome) ** 2)) if len(outcome) else float("nan"),
+        brier_base_rate=float(np.mean((base - outcome) ** 2)) if len(outcome) else float("nan"),
+        n=len(outcome),
+    )
