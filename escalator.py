@@ -22,11 +22,32 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to bind (overrides the config)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
+    train = commands.add_parser(
+        "train", help="train a helper from step logs (needs the `train` extra)"
+    )
+    try:
+        from training.cli import add_arguments
+    except ImportError as exc:  # the proxy installs without the training extra
+        train.set_defaults(missing=exc)
+    else:
+        add_arguments(train)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         from server.cli import serve as run_serve
 
         return run_serve(args.config, host=args.host, port=args.port, log_level=args.log_level)
+    if args.command == "train":
+        if getattr(args, "missing", None) is not None:
+            print(
+                f"escalator train needs the training extra ({args.missing}): "
+                "pip install 'escalator[train]'",
+                file=sys.stderr,
+            )
+            return 2
+        from training.cli import run as run_train
+
+        return run_train(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

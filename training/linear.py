@@ -1,9 +1,10 @@
 """Logistic models on the state matrix, in the form the proxy's `LinearScorer` runs.
 
-Inputs are standardised for the fit (L-BFGS converges in tens of iterations instead of
-thousands) and the scaling is folded back into the weights, so the exported model takes the
-raw features the proxy computes: for z = Σ w_j (x_j − μ_j)/σ_j + b, the raw weights are
-w_j/σ_j and the bias b − Σ w_j μ_j/σ_j.
+Feature columns are standardised for the fit (L-BFGS converges in tens of iterations instead
+of thousands); embedding columns, already unit-normalised, are left alone (scaling their
+near-constant buckets up only slows the fit). The scaling is folded back into the weights,
+so the exported model takes the raw features the proxy computes: for
+z = Σ w_j (x_j − μ_j)/σ_j + b, the raw weights are w_j/σ_j and the bias b − Σ w_j μ_j/σ_j.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def fit_logistic(
     max_rows: int = 200_000,
     seed: int = 0,
     balanced: bool = False,
+    scaled: np.ndarray | None = None,
 ) -> LinearModel:
-    """L2-regularised logistic regression on at most `max_rows` rows (a seeded sample)."""
+    """L2-regularised logistic regression on at most `max_rows` rows (a seeded sample);
+    `scaled` marks the columns to standardise (default: all)."""
     rows = np.arange(len(labels))
     if len(rows) > max_rows:
         rows = np.random.default_rng(seed).choice(rows, size=max_rows, replace=False)
@@ -46,6 +49,9 @@ def fit_logistic(
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
+    if scaled is not None:
+        mean[~scaled] = 0.0
+        scale[~scaled] = 1.0
     model = LogisticRegression(
         C=1.0 / l2,
         max_iter=500,

@@ -35,6 +35,11 @@ class StateInputs:
     feature_columns: list[int]  # indices into router.state.FEATURE_NAMES
     embedding_dim: int
 
+    @property
+    def scaled(self) -> np.ndarray:
+        """The columns a linear fit standardises: the features, not the embedding."""
+        return np.arange(self.matrix.shape[1]) < len(self.feature_columns)
+
 
 @dataclass(frozen=True)
 class PrmConfig:
@@ -115,7 +120,12 @@ def fit_action_values(
         rows = train & (action == a)
         models.append(
             fit_logistic(
-                inputs.matrix[rows], success[rows], config.l2, config.max_rows, config.seed
+                inputs.matrix[rows],
+                success[rows],
+                config.l2,
+                config.max_rows,
+                config.seed,
+                scaled=inputs.scaled,
             )
             if rows.sum() >= min_rows
             else None

@@ -1,0 +1,154 @@
+"""`escalator train`: arguments, progress bars, and the closing table."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from training.dataset import DatasetError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--logs", required=True, help="directory of step-log segments")
+    parser.add_argument("--out", required=True, help="directory for the helpers and the report")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        action="append",
+        dest="budgets",
+        metavar="C",
+        help="target interventions per episode (repeat for several; default 1..cap)",
+    )
+    parser.add_argument(
+        "--cap", type=int, help="hard per-session budget (default: the logged sessions' budget)"
+    )
+    parser.add_argument(
+        "--target-rate", type=float, help="calibrate the helper to escalate on this share of steps"
+    )
+    parser.add_argument("--route", help="train on this route's steps only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embedding", choices=["hashed", "minilm", "none"], default="hashed")
+    parser.add_argument("--prm", choices=["linear", "transformers", "judge"], default="linear")
+    parser.add_argument("--prm-model", help="transformers PRM: a local model directory")
+    parser.add_argument("--judge-endpoint", help="judge PRM: OpenAI-compatible base URL")
+    parser.add_argument("--judge-model", help="judge PRM: the model to ask")
+    parser.add_argument("--bins", type=int, default=10, help="PRM score bins of the MDP")
+    parser.add_argument("--holdout", type=float, default=0.2, help="share of held-out sessions")
+
+
+def run(args: argparse.Namespace, console: Console | None = None) -> int:
+    from training.pipeline import TrainConfig, train
+
+    console = console or Console(stderr=True)
+    problems = _check(args)
+    if problems:
+        console.print(f"[red]escalator train:[/red] {problems}")
+        return 2
+    config = TrainConfig(
+        logs=args.logs,
+        out=args.out,
+        budgets=tuple(args.budgets or ()),
+        cap=args.cap,
+        target_rate=args.target_rate,
+        route=args.route,
+        seed=args.seed,
+        embedding=args.embedding,
+        prm=args.prm,
+        prm_model=args.prm_model,
+        judge_endpoint=args.judge_endpoint,
+        judge_model=args.judge_model,
+        bins=args.bins,
+        holdout=args.holdout,
+    )
+    with _progress(console) as stage:
+        try:
+            result = train(config, stage)
+        except DatasetError as exc:
+            console.print(f"[red]escalator train: cannot train on {args.logs}:[/red] {exc}")
+            return 1
+    for line in result.summary.lines_of_text():
+        console.print(line)
+    table = Table(title="held-out sessions (off-policy, doubly robust)")
+    for column in ("policy", "success", "interventions/episode", "ESS"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for budget in result.budgets:
+        for e in budget.estimates[:2]:
+            table.add_row(
+                e.policy,
+                f"{e.success_dr:.3f} ± {1.96 * e.success_se:.3f}",
+                f"{e.usage_dr:.2f}",
+                f"{e.ess:,.0f}",
+            )
+        for e in budget.estimates[2:]:
+            table.add_row(
+                f"  {e.policy}", f"{e.success_dr:.3f}", f"{e.usage_dr:.2f}", f"{e.ess:,.0f}"
+            )
+    current = result.current
+    table.add_row(current.policy, f"{current.success_dr:.3f}", f"{current.usage_dr:.2f}", "")
+    console.print(table)
+    for budget in result.budgets:
+        console.print(f"C={budget.target:g}: helper {budget.learned_dir}")
+    console.print(f"report: {result.report}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if args.budgets and any(c <= 0 for c in args.budgets):
+        return "--budget must be positive"
+    if args.cap is not None and args.cap < 1:
+        return "--cap must be at least 1"
+    if args.target_rate is not None and not 0 < args.target_rate < 1:
+        return "--target-rate must be between 0 and 1"
+    if not 0 < args.holdout < 1:
+        return "--holdout must be between 0 and 1"
+    if args.prm == "judge" and not (args.judge_endpoint and args.judge_model):
+        return "--prm judge needs --judge-endpoint and --judge-model"
+    if args.prm == "transformers" and not args.prm_model:
+        return "--prm transformers needs --prm-model (a local model directory)"
+    return None
+
+
+@contextmanager
+def _progress(console: Console) -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    current: list[int] = []
+
+    def stage(name: str, total: int | None) -> Callable[[int], None]:
+        for task in current:
+            progress.update(
+                task,
+                completed=progress.tasks[task].total or 1,
+                total=progress.tasks[task].total or 1,
+            )
+        task = progress.add_task(name, total=total)
+        current[:] = [task]
+        return lambda n: progress.advance(task, n)
+
+    with progress:
+        yield stage
+        for task in current:
+            progress.update(
+                task,
+                completed=progress.tasks[task].total or 1,
+                total=progress.tasks[task].total or 1,
+            )

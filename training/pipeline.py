@@ -1,0 +1,431 @@
+"""`escalator train`: the whole offline pipeline, as the numbered steps of DESIGN.md.
+
+1. dataset from the logs   2. PRM (+ calibration on held-out sessions)   3. tabular MDP
+4. DP with the λ search per target C   5. helper imitating the DP, exported
+6. off-policy evaluation against the current policy and the baselines at equal usage, and
+the report. Sessions are split once (seeded) into training and held-out; every figure in
+the report is measured on held-out sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import dp
+from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
+from training.embed import EmbeddingSpec, embed_texts, feature_columns
+from training.helper import (
+    Helper,
+    dp_labels,
+    export_learned,
+    export_table,
+    train_helper,
+    with_budget,
+)
+from training.mdp import TabularMdp, assign_bins, bin_means, estimate_mdp, score_edges
+from training.ope import Estimate, Trajectories, estimate, tabulate
+from training.prm import (
+    ActionValues,
+    Calibration,
+    LinearPrm,
+    PrmConfig,
+    StateInputs,
+    build_prm,
+    calibration,
+    fit_action_values,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `escalator train` takes; recorded in the artifacts."""
+
+    logs: str
+    out: str
+    budgets: tuple[float, ...] = ()  # target interventions per episode; default 1..cap
+    cap: int | None = None  # the hard per-session budget; default: the logged sessions' budget
+    target_rate: float | None = None
+    route: str | None = None
+    seed: int = 0
+    embedding: str = "hashed"  # hashed | minilm | none (hashed needs captured content)
+    embedding_dim: int = 256
+    prm: str = "linear"
+    prm_model: str | None = None
+    judge_endpoint: str | None = None
+    judge_model: str | None = None
+    bins: int = 10
+    prior_strength: float = 10.0
+    holdout: float = 0.2
+    clip: float = 100.0
+    l2: float = 1.0
+    max_fit_rows: int = 200_000
+    min_sessions: int = 20
+
+
+@dataclass
+class BudgetResult:
+    target: float
+    solution: dp.DpSolution
+    helper: Helper
+    agreement: float  # held-out share of eligible steps where the helper does what the DP does
+    helper_rate: float  # held-out escalation rate of the helper on eligible steps
+    learned_dir: Path
+    table_dir: Path | None
+    estimates: list[Estimate] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    summary: LoadSummary
+    cap: int
+    calibration: Calibration
+    action_calibration: dict[str, Calibration]
+    mdp: TabularMdp
+    budgets: list[BudgetResult]
+    current: Estimate
+    logged: dict[str, float]  # success and usage per episode as logged (held-out)
+    timing: dict[str, float]  # seconds per stage
+    escalation_by_step: dict[str, list[float]]
+    report: Path | None = None
+
+
+Stage = Callable[[str, int | None], Callable[[int], None]]
+
+
+def _no_progress(name: str, total: int | None) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
+    import time
+
+    started = time.perf_counter()
+    timing: dict[str, float] = {}
+
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        timing[name] = round(time.perf_counter() - t, 3)
+
+    # 1. Dataset.
+    with timed("dataset"):
+        stage("reading logs", None)(0)
+        data, summary = load_dataset(config.logs, config.route)
+        check_trainable(data, config.min_sessions)
+    cap = config.cap if config.cap is not None else int(np.max(data.limit))
+    cost = _intervention_cost(data)
+    targets = config.budgets or tuple(float(c) for c in range(1, max(cap, 1) + 1))
+
+    # Inputs: features that vary, then the embedding of the newest turns.
+    with timed("embedding"):
+        spec = _embedding_spec(config, data)
+        advance = stage("embedding states", data.n_steps if spec.kind != "none" else None)
+        columns = feature_columns(data.features)
+        embedded = embed_texts(data.texts or [], spec, advance) if spec.kind != "none" else None
+        matrix = data.features[:, columns]
+        if embedded is not None:
+            matrix = np.hstack([matrix, embedded])
+        inputs = StateInputs(matrix, data.texts, columns, spec.dim if embedded is not None else 0)
+
+    rng = np.random.default_rng(config.seed)
+    held_out_session = rng.random(data.n_sessions) < config.holdout
+    if held_out_session.all() or not held_out_session.any():
+        held_out_session[:] = False
+        held_out_session[rng.choice(data.n_sessions, max(1, data.n_sessions // 5), False)] = True
+    held_out = held_out_session[data.session]
+    train_rows = ~held_out
+    z = data.success[data.session]
+
+    # 2. PRM.
+    with timed("prm"):
+        stage("fitting the PRM", None)(0)
+        prm_config = PrmConfig(
+            kind=config.prm,
+            l2=config.l2,
+            max_rows=config.max_fit_rows,
+            seed=config.seed,
+            model=config.prm_model,
+            endpoint=config.judge_endpoint,
+            judge_model=config.judge_model,
+        )
+        prm = build_prm(prm_config)
+        prm.fit(inputs, z, train_rows)
+        value = prm.state_value(inputs)
+        linear_prm = prm if isinstance(prm, LinearPrm) else None
+        actions: ActionValues = fit_action_values(inputs, z, data.action, train_rows, prm_config)
+        q = actions.predict(matrix)
+        prm_calibration = calibration(value[held_out], z[held_out])
+        action_calibration = {
+            name: calibration(q[rows, a], z[rows])
+            for a, name in ((0, "base"), (1, "intervention"))
+            if not np.isnan(q[:, a]).any()
+            for rows in [held_out & (data.action == a)]
+        }
+
+    # 3. Tabular MDP on the training sessions.
+    with timed("mdp"):
+        edges = score_edges(value[train_rows], config.bins)
+        bins = assign_bins(value, edges)
+        k = len(edges) - 1
+        v_mean = bin_means(value, bins, k, np.full(k, float(z.mean())))
+        leaf = np.stack([bin_means(q[:, a], bins, k, v_mean) for a in (0, 1)])
+        train_data = data.subset(~held_out_session)
+        train_bins = bins[train_rows]
+        mdp = estimate_mdp(
+            train_bins,
+            train_data.action,
+            train_data.start,
+            train_data.success,
+            leaf,
+            edges,
+            config.prior_strength,
+            cost,
+        )
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    test = data.subset(held_out_session)
+    trajectories = Trajectories(
+        start=test.start,
+        position=test.step,
+        action=test.action.astype(np.int64),
+        propensity=test.propensity,
+        cost=test.cost,
+        bins=bins[held_out],
+        remaining=test.remaining,
+        success=test.success,
+    )
+    eligible = data.remaining >= cost
+    helper_inputs = with_budget(matrix, data.remaining)
+    meta = {
+        "training": {
+            "data_digest": data.digest,
+            "steps": data.n_steps,
+            "sessions": data.n_sessions,
+            "config": asdict(config),
+            "cap": cap,
+            "cost": cost,
+            "prm": config.prm,
+        }
+    }
+
+    def evaluate_policy(name: str, p_step: np.ndarray) -> Estimate:
+        p_test = p_step[held_out]
+        table = tabulate(p_test, trajectories.bins, trajectories.remaining, k, cap)
+        return estimate(name, p_test, table, trajectories, mdp, cap, config.clip)
+
+    def model_usage(p_step: np.ndarray) -> float:
+        table = tabulate(p_step[train_rows], train_bins, data.remaining[train_rows], k, cap)
+        return dp.predict(mdp, table, cap)[1]
+
+    # 4-5. DP per target, helper, export; 6. OPE per candidate.
+    results: list[BudgetResult] = []
+    advance = stage("DP, helper and evaluation per budget", len(targets))
+    with timed("dp_helper_ope"):
+        for target in targets:
+            solution = dp.search_penalty(mdp, cap, target)
+            labels = dp_labels(solution, bins, data.remaining)
+            helper = train_helper(
+                matrix,
+                data.remaining,
+                labels,
+                eligible & train_rows,
+                cap,
+                config.target_rate,
+                config.l2,
+                config.max_fit_rows,
+                config.seed,
+                inputs.scaled,
+            )
+            scores = helper.model.predict(helper_inputs)
+            chosen = helper.escalates(scores, data.remaining) & eligible
+            check = eligible & held_out
+            agreement = float((chosen[check] == labels[check]).mean()) if check.any() else math.nan
+            name = _target_name(target)
+            budget_meta = {
+                **meta,
+                "training": {**meta["training"], "target_usage": target},
+                "evaluation": {
+                    "dp_success": solution.success,
+                    "dp_usage": solution.usage,
+                    "penalty": solution.penalty,
+                    "agreement_with_dp": agreement,
+                },
+            }
+            learned_dir = out / f"C{name}" / "learned"
+            export_learned(learned_dir, helper, columns, spec.artifact_entry(), budget_meta)
+            table_dir = None
+            if linear_prm is not None and linear_prm.model is not None:
+                table_dir = out / f"C{name}" / "table"
+                export_table(
+                    table_dir,
+                    linear_prm.model,
+                    solution,
+                    edges,
+                    columns,
+                    spec.artifact_entry(),
+                    budget_meta,
+                )
+            result = BudgetResult(
+                target,
+                solution,
+                helper,
+                agreement,
+                float(chosen[check].mean()) if check.any() else math.nan,
+                learned_dir,
+                table_dir,
+            )
+            table_p = solution.escalate[bins, np.minimum(data.remaining, cap)].astype(np.float64)
+            candidate = evaluate_policy(f"helper C={name}", chosen.astype(np.float64))
+            result.estimates = [
+                candidate,
+                evaluate_policy(f"DP table C={name}", table_p),
+                *_baselines_at_usage(
+                    candidate.model_usage, value, data, eligible, evaluate_policy, model_usage
+                ),
+            ]
+            _add_evaluation(learned_dir, candidate)
+            results.append(result)
+            advance(1)
+
+    current = _as_logged(test, evaluate_policy("", data.action.astype(np.float64)))
+    lengths = np.diff(test.start)
+    logged = {
+        "success": float(test.success.mean()),
+        "usage": float((test.action * test.cost).sum() / max(test.n_sessions, 1)),
+        "sessions": float(test.n_sessions),
+        "mean_steps": float(lengths.mean()) if len(lengths) else 0.0,
+    }
+    by_step = _escalation_by_step(data, held_out, {r.target: r for r in results}, helper_inputs)
+    timing["total"] = round(time.perf_counter() - started, 3)
+    result = TrainResult(
+        config=config,
+        summary=summary,
+        cap=cap,
+        calibration=prm_calibration,
+        action_calibration=action_calibration,
+        mdp=mdp,
+        budgets=results,
+        current=current,
+        logged=logged,
+        timing=timing,
+        escalation_by_step=by_step,
+    )
+    stage("writing the report", None)(0)
+    from training.report import write_report
+
+    result.report = write_report(result, out)
+    return result
+
+
+def _as_logged(test: Dataset, model: Estimate) -> Estimate:
+    """The logging policy itself (exploration included): its held-out episodes averaged."""
+    n = max(test.n_sessions, 1)
+    spent = np.bincount(test.session, test.action * test.cost, minlength=test.n_sessions)
+    return Estimate(
+        policy="current (as logged)",
+        success_ips=float(test.success.mean()),
+        success_dr=float(test.success.mean()),
+        success_se=float(test.success.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
+        usage_ips=float(spent.mean()),
+        usage_dr=float(spent.mean()),
+        usage_se=float(spent.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
+        ess=float(n),
+        model_success=model.model_success,
+        model_usage=model.model_usage,
+    )
+
+
+def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:
+    if config.embedding == "none":
+        return EmbeddingSpec("none")
+    if data.texts is None:
+        # No content was captured: the helper learns from the features alone.
+        return EmbeddingSpec("none")
+    return EmbeddingSpec(config.embedding, config.embedding_dim)
+
+
+def _intervention_cost(data: Dataset) -> int:
+    spent = data.cost[(data.action == 1) & (data.cost > 0)]
+    return int(np.bincount(spent).argmax()) if len(spent) else 1
+
+
+def _target_name(target: float) -> str:
+    return f"{target:g}"
+
+
+def _baselines_at_usage(
+    usage: float,
+    value: np.ndarray,
+    data: Dataset,
+    eligible: np.ndarray,
+    evaluate_policy: Callable[[str, np.ndarray], Estimate],
+    model_usage: Callable[[np.ndarray], float],
+) -> list[Estimate]:
+    """never, always, and random and PRM-threshold tuned (on the model) to `usage`."""
+    never = evaluate_policy("never", np.zeros(data.n_steps))
+    always = evaluate_policy("always", eligible.astype(np.float64))
+
+    def bisect(make: Callable[[float], np.ndarray], increasing: bool) -> np.ndarray:
+        low, high = 0.0, 1.0
+        for _ in range(25):
+            middle = (low + high) / 2
+            used = model_usage(make(middle))
+            if (used < usage) == increasing:
+                low = middle
+            else:
+                high = middle
+        return make((low + high) / 2)
+
+    random_p = bisect(lambda p: np.full(data.n_steps, p), increasing=True)
+    risk = 1.0 - value
+    threshold_p = bisect(lambda t: (risk >= t).astype(np.float64), increasing=False)
+    return [
+        never,
+        always,
+        evaluate_policy("random (equal usage)", random_p),
+        evaluate_policy("PRM threshold (equal usage)", threshold_p),
+    ]
+
+
+def _escalation_by_step(
+    data: Dataset,
+    held_out: np.ndarray,
+    results: dict[float, BudgetResult],
+    helper_inputs: np.ndarray,
+) -> dict[str, list[float]]:
+    """Escalation rate by step index on held-out states: logged, and each candidate's."""
+    steps = data.step[held_out]
+    horizon = int(min(steps.max() + 1, 30)) if len(steps) else 0
+    out: dict[str, list[float]] = {}
+
+    def by_step(flags: np.ndarray) -> list[float]:
+        rates = []
+        for s in range(horizon):
+            at = steps == s
+            rates.append(float(flags[at].mean()) if at.any() else math.nan)
+        return rates
+
+    out["logged"] = by_step(data.action[held_out].astype(float))
+    for target, result in results.items():
+        scores = result.helper.model.predict(helper_inputs[held_out])
+        flags = result.helper.escalates(scores, data.remaining[held_out])
+        out[f"helper C={_target_name(target)}"] = by_step(flags.astype(float))
+    return out
+
+
+def _add_evaluation(directory: Path, candidate: Estimate) -> None:
+    path = directory / "helper.json"
+    spec: dict[str, Any] = json.loads(path.read_text())
+    spec.setdefault("evaluation", {})["ope"] = asdict(candidate)
+    path.write_text(json.dumps(spec, indent=2) + "\n")
