@@ -12,6 +12,8 @@ Models, matched by prefix (`slow-0.2` sleeps 0.2 s; any other name behaves as ec
   vote            samples that disagree: "...42", "...41", "...42.", "7" by choice index (n > 1)
                   or, one choice per request, by how many requests this model has had
   judge-K         answers "K" (a judge model picking candidate K)
+  prm-judge       answers Yes/No on whether an agent will succeed, with first-token top
+                  logprobs: P(yes) = 0.1 where the transcript shows "error" or "corrupted"
 
 Run alone for benchmarks: `python -m tests.fake_upstream --port 8001`.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +81,20 @@ def _logprobs(text: str) -> dict[str, Any]:
     }
 
 
+def _prm_judgement(body: dict[str, Any]) -> str:
+    transcript = str(body.get("messages", [{}])[-1].get("content", "")).lower()
+    return "No" if "error" in transcript or "corrupted" in transcript else "Yes"
+
+
+def _judge_logprobs(text: str) -> dict[str, Any]:
+    p_yes = 0.1 if text == "No" else 0.8
+    top = [
+        {"token": "Yes", "logprob": math.log(p_yes), "bytes": list(b"Yes")},
+        {"token": "No", "logprob": math.log(1 - p_yes), "bytes": list(b"No")},
+    ]
+    return {"content": [{**top[text == "No"], "top_logprobs": top}], "refusal": None}
+
+
 def _completion(body: dict[str, Any], log: FakeUpstreamLog) -> dict[str, Any]:
     model = str(body.get("model", ""))
     text = _answer_text(body)
@@ -90,6 +107,8 @@ def _completion(body: dict[str, Any], log: FakeUpstreamLog) -> dict[str, Any]:
             calls = None
         elif model.startswith("judge-"):
             text = model.removeprefix("judge-")
+        elif model == "prm-judge":
+            text, calls = _prm_judgement(body), None
         if chat:
             message: dict[str, Any] = {
                 "role": "assistant",
@@ -102,7 +121,11 @@ def _completion(body: dict[str, Any], log: FakeUpstreamLog) -> dict[str, Any]:
                 "index": i,
                 "message": message,
                 "finish_reason": "tool_calls" if calls else "stop",
-                "logprobs": _logprobs(text) if body.get("logprobs") else None,
+                "logprobs": _judge_logprobs(text)
+                if model == "prm-judge" and body.get("logprobs")
+                else _logprobs(text)
+                if body.get("logprobs")
+                else None,
             }
         else:
             choice = {"index": i, "text": text, "finish_reason": "stop", "logprobs": None}

@@ -12,6 +12,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -131,24 +132,21 @@ def _progress(console: Console) -> Iterator[Callable[[str, int | None], Callable
         console=console,
         transient=False,
     )
-    current: list[int] = []
+    current: list[TaskID] = []
+
+    def finish() -> None:
+        # A stage without a known size shows as one unit of work, done when the next starts.
+        for task in progress.tasks:
+            if task.id in current:
+                total = task.total or 1
+                progress.update(task.id, total=total, completed=total)
 
     def stage(name: str, total: int | None) -> Callable[[int], None]:
-        for task in current:
-            progress.update(
-                task,
-                completed=progress.tasks[task].total or 1,
-                total=progress.tasks[task].total or 1,
-            )
+        finish()
         task = progress.add_task(name, total=total)
         current[:] = [task]
         return lambda n: progress.advance(task, n)
 
     with progress:
         yield stage
-        for task in current:
-            progress.update(
-                task,
-                completed=progress.tasks[task].total or 1,
-                total=progress.tasks[task].total or 1,
-            )
+        finish()

@@ -37,14 +37,17 @@ class Helper:
     def threshold_of(self, remaining: np.ndarray) -> np.ndarray:
         capped = np.minimum(remaining, self.cap)
         table = np.array([self.thresholds.get(b, NEVER) for b in range(self.cap + 1)])
-        return table[capped]
+        thresholds: np.ndarray = table[capped]
+        return thresholds
 
     def escalates(self, scores: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-        return scores >= self.threshold_of(remaining)
+        chosen: np.ndarray = scores >= self.threshold_of(remaining)
+        return chosen
 
 
 def dp_labels(solution: DpSolution, bins: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    return solution.escalate[bins, np.minimum(remaining, solution.budget)]
+    labels: np.ndarray = solution.escalate[bins, np.minimum(remaining, solution.budget)]
+    return labels
 
 
 def with_budget(matrix: np.ndarray, remaining: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ class LinearModel:
     weights: np.ndarray  # one per column of the matrix it was fitted on
 
     def logit(self, matrix: np.ndarray) -> np.ndarray:
-        return matrix @ self.weights.astype(matrix.dtype) + np.float32(self.bias)
+        logit: np.ndarray = matrix @ self.weights.astype(matrix.dtype) + np.float32(self.bias)
+        return logit
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.logit(matrix).astype(np.float64), -50, 50)))

@@ -308,7 +308,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
     }
     by_step = _escalation_by_step(data, held_out, {r.target: r for r in results}, helper_inputs)
     timing["total"] = round(time.perf_counter() - started, 3)
-    result = TrainResult(
+    trained = TrainResult(
         config=config,
         summary=summary,
         cap=cap,
@@ -324,8 +324,8 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
     stage("writing the report", None)(0)
     from training.report import write_report
 
-    result.report = write_report(result, out)
-    return result
+    trained.report = write_report(trained, out)
+    return trained
 
 
 def _as_logged(test: Dataset, model: Estimate) -> Estimate:
