@@ -124,3 +124,26 @@ def test_the_kubernetes_topology_holds_together(tmp_path: Path) -> None:
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_the_training_job_reads_the_shared_logs_and_reloads_every_replica() -> None:
+    import argparse
+
+    from training.cli import add_arguments
+
+    services = compose()["services"]
+    trainer = services["trainer"]
+    assert trainer["profiles"] == ["train"]  # not started by a plain `docker compose up`
+    replicas = {n for n, s in services.items() if s.get("image") == "escalator:local"}
+    shared = {v for v in services["escalator-1"]["volumes"] if not v.startswith("./")}
+    assert shared <= set(trainer["volumes"])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    command = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg) for arg in trainer["command"]]
+    args = parser.parse_args(command)
+    assert args.logs == "/data/logs" and args.install.startswith("/data/helpers/")
+    assert {re.sub(r"http://([^:/]+).*", r"\1", url) for url in args.reload} == replicas
+    settings = load_settings(ROOT / "deploy" / "escalator.compose.toml")
+    assert args.logs == f"{settings.storage.dir}/logs"
+    dockerfile = (ROOT / "deploy" / "Dockerfile.trainer").read_text()
+    assert ".[train]" in dockerfile and re.search(r"^USER (?!root)\w+", dockerfile, re.MULTILINE)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -47,6 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-model", help="judge PRM: the model to ask")
     parser.add_argument("--bins", type=int, default=10, help="PRM score bins of the MDP")
     parser.add_argument("--holdout", type=float, default=0.2, help="share of held-out sessions")
+    parser.add_argument(
+        "--install",
+        metavar="PATH",
+        help="point this symlink (e.g. escalator-data/helpers/current) at the first "
+        "budget's learned helper, atomically",
+    )
+    parser.add_argument(
+        "--reload",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="then ask this proxy to reload its helpers (repeat per replica; admin key "
+        "from ESCALATOR_ADMIN_KEY)",
+    )
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
@@ -102,6 +118,19 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     for budget in result.budgets:
         console.print(f"C={budget.target:g}: helper {budget.learned_dir}")
     console.print(f"report: {result.report}")
+    if args.install:
+        from training.rollout import RolloutError, install, reload
+
+        try:
+            version = install(result.budgets[0].learned_dir, Path(args.install))
+            console.print(
+                f"installed {result.budgets[0].learned_dir} at {args.install} ({version})"
+            )
+            for line in reload(args.reload, os.environ.get("ESCALATOR_ADMIN_KEY")):
+                console.print(line)
+        except (OSError, RolloutError) as exc:
+            console.print(f"[red]escalator train: install failed:[/red] {exc}")
+            return 1
     return 0
 
 
@@ -116,6 +145,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--holdout must be between 0 and 1"
     if args.prm == "judge" and not (args.judge_endpoint and args.judge_model):
         return "--prm judge needs --judge-endpoint and --judge-model"
+    if args.reload and not args.install:
+        return "--reload needs --install (the proxies read the installed helper)"
     if args.prm == "transformers" and not args.prm_model:
         return "--prm transformers needs --prm-model (a local model directory)"
     return None
