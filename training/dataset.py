@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -150,7 +151,7 @@ def load_dataset(
     summary = LoadSummary(files=len(files))
     if not files:
         raise DatasetError(f"{directory}: no step-log segments (*.jsonl, *.jsonl.gz)")
-    steps: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    steps: dict[tuple[str, str], list[_Row]] = {}
     outcomes: dict[tuple[str, str], float] = {}
     digest = hashlib.sha256()
     for record in _records(files, summary, digest):
@@ -201,10 +202,26 @@ def _malformed(summary: LoadSummary, example: str) -> None:
         summary.malformed_examples.append(example)
 
 
-_MALFORMED_STEP: dict[str, Any] = {}
+class _Row(NamedTuple):
+    """One step while the logs are read: compact, since a million of them are held at once
+    (features packed as float32 bytes)."""
+
+    step: int
+    ts: float
+    action: int
+    propensity: float
+    policy_action: int
+    remaining: int
+    cost: int
+    p_escalate: float
+    features: bytes
+    text: str | None
 
 
-def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> dict[str, Any]:
+_MALFORMED_STEP = _Row(-1, 0.0, 0, 0.0, 0, 0, 0, 0.0, b"", None)
+
+
+def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> _Row:
     try:
         decision = record["decision"]
         state = record.get("state") or {}
@@ -214,32 +231,32 @@ def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> 
         after = decision.get("budget_after")
         action = 0 if decision["action"] == BASE else 1
         explored = bool(decision.get("explored"))
-        return {
-            "step": int(record["step"]),
-            "ts": float(record.get("ts") or 0.0),
-            "action": action,
-            "propensity": float(decision.get("propensity", 1.0)),
-            "policy_action": action ^ 1 if explored else action,
-            "remaining": int(before) if before is not None else 0,
-            "cost": max(int(before) - int(after), 0)
+        return _Row(
+            step=int(record["step"]),
+            ts=float(record.get("ts") or 0.0),
+            action=action,
+            propensity=float(decision.get("propensity", 1.0)),
+            policy_action=action ^ 1 if explored else action,
+            remaining=int(before) if before is not None else 0,
+            cost=max(int(before) - int(after), 0)
             if before is not None and after is not None
             else 0,
-            "p_escalate": float(decision.get("p_escalate", 0.0)),
-            "features": [float(features.get(name, 0.0)) for name in FEATURE_NAMES],
-            "text": recent_text(messages, text_turns) if isinstance(messages, list) else None,
-        }
+            p_escalate=float(decision.get("p_escalate", 0.0)),
+            features=array("f", [float(features.get(n, 0.0)) for n in FEATURE_NAMES]).tobytes(),
+            text=recent_text(messages, text_turns) if isinstance(messages, list) else None,
+        )
     except (KeyError, TypeError, ValueError, AttributeError):
         _malformed(summary, f"step {record.get('id', '?')}: missing or mistyped fields")
         return _MALFORMED_STEP
 
 
 def _assemble(
-    steps: dict[tuple[str, str], list[dict[str, Any]]],
+    steps: dict[tuple[str, str], list[_Row]],
     outcomes: dict[tuple[str, str], float],
     summary: LoadSummary,
     digest: str,
 ) -> Dataset:
-    kept: list[tuple[str, float, list[dict[str, Any]]]] = []
+    kept: list[tuple[str, float, list[_Row]]] = []
     for key, rows in steps.items():
         rows = [r for r in rows if r is not _MALFORMED_STEP]
         if not rows:
@@ -247,8 +264,8 @@ def _assemble(
         if key not in outcomes:
             summary.sessions_without_outcome += 1
             continue
-        rows.sort(key=lambda r: (r["step"], r["ts"]))
-        if [r["step"] for r in rows] != list(range(len(rows))):
+        rows.sort(key=lambda r: (r.step, r.ts))
+        if [r.step for r in rows] != list(range(len(rows))):
             summary.incomplete_sessions += 1
             continue
         kept.append((f"{key[0]}/{key[1]}", outcomes[key], rows))
@@ -259,11 +276,11 @@ def _assemble(
     if not rows:
         raise DatasetError(_nothing_usable(summary))
     lengths = np.array([len(session_rows) for _, _, session_rows in kept])
-    limits = np.repeat([session_rows[0]["remaining"] for _, _, session_rows in kept], lengths)
-    texts = [r["text"] for r in rows]
+    limits = np.repeat([session_rows[0].remaining for _, _, session_rows in kept], lengths)
+    texts = [r.text for r in rows if r.text is not None]
 
     def column(name: str, dtype: Any) -> np.ndarray:
-        return np.array([r[name] for r in rows], dtype=dtype)
+        return np.array([getattr(r, name) for r in rows], dtype=dtype)
 
     return Dataset(
         sessions=[name for name, _, _ in kept],
@@ -278,8 +295,10 @@ def _assemble(
         limit=limits.astype(np.int32),
         cost=column("cost", np.int32),
         p_escalate=column("p_escalate", np.float32),
-        features=np.array([r["features"] for r in rows], dtype=np.float32),
-        texts=None if any(t is None for t in texts) else texts,
+        features=np.frombuffer(b"".join(r.features for r in rows), dtype=np.float32)
+        .reshape(len(rows), len(FEATURE_NAMES))
+        .copy(),
+        texts=texts if len(texts) == len(rows) else None,  # None: some content not captured
         digest=digest,
     )
 

@@ -66,7 +66,7 @@ class TrainConfig:
     holdout: float = 0.2
     clip: float = 100.0
     l2: float = 1.0
-    max_fit_rows: int = 200_000
+    max_fit_rows: int = 100_000  # rows sampled for each logistic fit
     min_sessions: int = 20
 
 
