@@ -70,13 +70,14 @@ def test_trained_helper_escalates_at_critical_steps_and_beats_baselines(
     assert helper["at_critical"] >= 0.5
     assert helper["at_critical"] > threshold["at_critical"] + 0.15
     # And that is worth it: at equal usage the helper succeeds clearly more often.
-    assert helper["success"] >= threshold["success"] + 0.06
-    assert helper["success"] >= rand["success"] + 0.10
-    # The DP table policy, run by the proxy's own `table` kind, does as well as planned.
+    assert helper["success"] >= threshold["success"] + 0.08
+    assert helper["success"] >= rand["success"] + 0.15
+    # The DP table itself, run by the proxy's `table` kind, uses about its target and, with
+    # no more interventions than random spends here, succeeds far more often.
     table = build_policy({"kind": "table", "artifact": prm}, CONTEXT)
-    assert evaluate(SimWorld(), policy_behaviour(table), EPISODES, 99, CAP)["success"] >= (
-        threshold["success"] + 0.04
-    )
+    planned = evaluate(SimWorld(), policy_behaviour(table), EPISODES, 99, CAP)
+    assert planned["interventions"] <= min(usage, 1.2)
+    assert planned["success"] >= rand["success"] + 0.1
 
 
 def test_artifacts_load_in_the_proxy_and_record_their_provenance(trained: TrainResult) -> None:

@@ -46,15 +46,21 @@ def embed_texts(
     spec: EmbeddingSpec,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One row per text (float32); an empty matrix for `none`."""
+    """One row per text (float32), written into `out` when given; empty for `none`."""
     if spec.kind == "none":
         return np.zeros((len(texts), 0), dtype=np.float32)
     if spec.kind == "minilm":
-        return _minilm(texts, progress)
+        vectors = _minilm(texts, progress)
+        if out is None:
+            return vectors
+        out[:] = vectors
+        return out
     chunk = 20_000
     chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
-    out = np.zeros((len(texts), spec.dim), dtype=np.float32)
+    if out is None:
+        out = np.zeros((len(texts), spec.dim), dtype=np.float32)
     workers = workers or min(os.cpu_count() or 1, 4)
     row = 0
     if workers == 1 or len(chunks) == 1:

@@ -50,12 +50,8 @@ def dp_labels(solution: DpSolution, bins: np.ndarray, remaining: np.ndarray) -> 
     return labels
 
 
-def with_budget(matrix: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    return np.hstack([matrix, remaining.astype(np.float32)[:, None]])
-
-
 def train_helper(
-    matrix: np.ndarray,
+    inputs: np.ndarray,
     remaining: np.ndarray,
     labels: np.ndarray,
     eligible: np.ndarray,
@@ -66,14 +62,14 @@ def train_helper(
     seed: int = 0,
     scaled: np.ndarray | None = None,
 ) -> Helper:
-    """Fit on the eligible rows (an intervention was affordable) and set the thresholds;
-    `scaled` marks the columns of `matrix` to standardise (the budget always is)."""
-    inputs = with_budget(matrix, remaining)
+    """Fit on the eligible rows (an intervention was affordable) and set the thresholds.
+    `inputs` holds the state matrix with the remaining budget as its last column; `scaled`
+    marks the state columns to standardise (the budget always is)."""
     scaled_inputs = None if scaled is None else np.append(scaled, True)
     model = fit_logistic(
-        inputs[eligible], labels[eligible], l2, max_rows, seed, balanced=True, scaled=scaled_inputs
+        inputs, labels, eligible, l2, max_rows, seed, balanced=True, scaled=scaled_inputs
     )
-    scores = model.predict(inputs[eligible])
+    scores = model.predict(inputs)[eligible]
     budgets = np.minimum(remaining[eligible], cap)
     wanted = labels[eligible].astype(np.float64)
     thresholds: dict[int, float] = {0: NEVER}

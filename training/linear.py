@@ -31,15 +31,20 @@ class LinearModel:
 def fit_logistic(
     matrix: np.ndarray,
     labels: np.ndarray,
+    rows: np.ndarray | None = None,
     l2: float = 1.0,
     max_rows: int = 200_000,
     seed: int = 0,
     balanced: bool = False,
     scaled: np.ndarray | None = None,
 ) -> LinearModel:
-    """L2-regularised logistic regression on at most `max_rows` rows (a seeded sample);
-    `scaled` marks the columns to standardise (default: all)."""
-    rows = np.arange(len(labels))
+    """L2-regularised logistic regression on at most `max_rows` of `rows` (a boolean mask or
+    indices; default all), sampled with the seed; `scaled` marks the columns to standardise
+    (default: all). Only the sample is copied out of `matrix`."""
+    if rows is None:
+        rows = np.arange(len(labels))
+    elif rows.dtype == bool:
+        rows = np.flatnonzero(rows)
     if len(rows) > max_rows:
         rows = np.random.default_rng(seed).choice(rows, size=max_rows, replace=False)
     x = matrix[rows].astype(np.float64)

@@ -28,7 +28,6 @@ from training.helper import (
     export_learned,
     export_table,
     train_helper,
-    with_budget,
 )
 from training.mdp import TabularMdp, assign_bins, bin_means, estimate_mdp, score_edges
 from training.ope import Estimate, Trajectories, estimate, tabulate
@@ -131,11 +130,16 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         spec = _embedding_spec(config, data)
         advance = stage("embedding states", data.n_steps if spec.kind != "none" else None)
         columns = feature_columns(data.features)
-        embedded = embed_texts(data.texts or [], spec, advance) if spec.kind != "none" else None
-        matrix = data.features[:, columns]
-        if embedded is not None:
-            matrix = np.hstack([matrix, embedded])
-        inputs = StateInputs(matrix, data.texts, columns, spec.dim if embedded is not None else 0)
+        dim = spec.dim if spec.kind == "hashed" else 384 if spec.kind == "minilm" else 0
+        # One matrix for everything: features, embedding, then the remaining budget (the
+        # helper's last input). On a million steps each copy avoided is a gigabyte.
+        design = np.empty((data.n_steps, len(columns) + dim + 1), dtype=np.float32)
+        design[:, : len(columns)] = data.features[:, columns]
+        if dim:
+            embed_texts(data.texts or [], spec, advance, out=design[:, len(columns) : -1])
+        design[:, -1] = data.remaining
+        matrix = design[:, :-1]
+        inputs = StateInputs(matrix, data.texts, columns, dim)
 
     rng = np.random.default_rng(config.seed)
     held_out_session = rng.random(data.n_sessions) < config.holdout
@@ -206,7 +210,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         success=test.success,
     )
     eligible = data.remaining >= cost
-    helper_inputs = with_budget(matrix, data.remaining)
+    helper_inputs = design
     meta = {
         "training": {
             "data_digest": data.digest,
@@ -236,7 +240,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             solution = dp.search_penalty(mdp, cap, target)
             labels = dp_labels(solution, bins, data.remaining)
             helper = train_helper(
-                matrix,
+                design,
                 data.remaining,
                 labels,
                 eligible & train_rows,

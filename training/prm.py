@@ -70,7 +70,9 @@ class LinearPrm:
 
     def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
         c = self.config
-        self.model = fit_logistic(inputs.matrix[train], success[train], c.l2, c.max_rows, c.seed)
+        self.model = fit_logistic(
+            inputs.matrix, success, train, c.l2, c.max_rows, c.seed, scaled=inputs.scaled
+        )
 
     def state_value(self, inputs: StateInputs) -> np.ndarray:
         assert self.model is not None, "fit first"
@@ -120,8 +122,9 @@ def fit_action_values(
         rows = train & (action == a)
         models.append(
             fit_logistic(
-                inputs.matrix[rows],
-                success[rows],
+                inputs.matrix,
+                success,
+                rows,
                 config.l2,
                 config.max_rows,
                 config.seed,

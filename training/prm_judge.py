@@ -46,7 +46,7 @@ class JudgePrm:
     def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
         raw = self.raw(inputs)
         logit = _logit(raw)[:, None]
-        self.platt = fit_logistic(logit[train], success[train], l2=1e-3, seed=self.config.seed)
+        self.platt = fit_logistic(logit, success, train, l2=1e-3, seed=self.config.seed)
 
     def state_value(self, inputs: StateInputs) -> np.ndarray:
         raw = self.raw(inputs)
