@@ -32,22 +32,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         add_arguments(train)
 
+    demo = commands.add_parser(
+        "demo", help="the learning loop end to end on the embedded default (or --world sim)"
+    )
+    try:
+        from training.demo.cli import add_arguments as add_demo_arguments
+    except ImportError as exc:
+        demo.set_defaults(missing=exc)
+    else:
+        add_demo_arguments(demo)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         from server.cli import serve as run_serve
 
         return run_serve(args.config, host=args.host, port=args.port, log_level=args.log_level)
+    if getattr(args, "missing", None) is not None:
+        print(
+            f"escalator {args.command} needs the training extra ({args.missing}): "
+            "pip install 'escalator[train]'",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "train":
-        if getattr(args, "missing", None) is not None:
-            print(
-                f"escalator train needs the training extra ({args.missing}): "
-                "pip install 'escalator[train]'",
-                file=sys.stderr,
-            )
-            return 2
         from training.cli import run as run_train
 
         return run_train(args)
+    if args.command == "demo":
+        from training.demo.cli import run as run_demo
+
+        return run_demo(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

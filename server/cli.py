@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from server.settings import ConfigError, Settings, load_settings
+from server.settings import ConfigError, Settings, load_settings, validate_settings
 
 
 def serve(config: str | None, *, host: str | None, port: int | None, log_level: str) -> int:
@@ -18,6 +18,22 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         print(f"escalator: {exc}", file=sys.stderr)
         return 2
 
+    if not any(u.local for u in settings.upstreams.values()):
+        _run(settings, log_level)
+        return 0
+    from server.local.models import ModelSetupError
+    from server.local.runtime import local_upstreams
+
+    try:
+        with local_upstreams(settings) as ready:
+            _run(ready, log_level)
+    except ModelSetupError as exc:
+        print(f"escalator: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(settings: Settings, log_level: str) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -33,15 +49,14 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         http="auto",
         timeout_graceful_shutdown=30,
     )
-    return 0
 
 
 def _settings(config: str | None, host: str | None, port: int | None) -> Settings:
-    if config is None:
-        raise ConfigError(
-            "no --config given. The embedded local default (real small models on this "
-            "machine) is not built yet; pass a configuration file, "
-            "e.g. deploy/escalator.example.toml"
-        )
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if config is None:
+        from server.local.embedded import embedded_config
+
+        data = embedded_config()
+        data["server"] = {**data["server"], **overrides}
+        return validate_settings(data, source="embedded default")
     return load_settings(config, overrides)

@@ -62,7 +62,11 @@ class StorageSettings(_Section):
 
 
 class UpstreamSettings(_Section):
-    base_url: str
+    # Either a server somewhere (base_url) or a model of the embedded catalogue that
+    # Escalator serves itself on loopback (server/local; needs the `local` extra).
+    base_url: str | None = None
+    local: str | None = None
+    local_context: Annotated[int, Field(ge=512)] = 4096  # tokens of context a local model holds
     api_key_env: str | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -72,10 +76,36 @@ class UpstreamSettings(_Section):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("local")
+    @classmethod
+    def _known_local_model(cls, value: str | None) -> str | None:
+        from server.local.models import CATALOGUE
+
+        if value is not None and value not in CATALOGUE:
+            raise ValueError(
+                f"unknown local model {value!r}; the catalogue has {', '.join(CATALOGUE)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> UpstreamSettings:
+        if (self.base_url is None) == (self.local is None):
+            raise ValueError("set exactly one of base_url (a server) or local (a local model)")
+        return self
+
+    @property
+    def url(self) -> str:
+        """The base URL requests go to (a local upstream has one once it is started)."""
+        if self.base_url is None:
+            raise RuntimeError(f"local upstream {self.local!r} was not started")
+        return self.base_url
 
     def api_key(self) -> str | None:
         return os.environ[self.api_key_env] if self.api_key_env else None

@@ -96,7 +96,7 @@ class Upstream:
         return self._session
 
     def _url(self, path: str) -> str:
-        return f"{self.settings.base_url}/{path.lstrip('/')}"
+        return f"{self.settings.url}/{path.lstrip('/')}"
 
     async def complete(self, path: str, body: bytes) -> UpstreamReply:
         """POST a request and read the whole JSON answer."""

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
         bins=args.bins,
         holdout=args.holdout,
     )
-    with _progress(console) as stage:
+    with progress_stages(console) as stage:
         try:
             result = train(config, stage)
         except DatasetError as exc:
@@ -153,7 +153,9 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 @contextmanager
-def _progress(console: Console) -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
+def progress_stages(
+    console: Console,
+) -> Iterator[Callable[[str, int | None], Callable[[int], None]]]:
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -94,6 +94,8 @@ class TrainResult:
     logged: dict[str, float]  # success and usage per episode as logged (held-out)
     timing: dict[str, float]  # seconds per stage
     escalation_by_step: dict[str, list[float]]
+    state_value: np.ndarray  # the PRM's P(success) of every logged step
+    eligible: np.ndarray  # logged steps that began with budget for an intervention
     report: Path | None = None
 
 
@@ -324,6 +326,8 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         logged=logged,
         timing=timing,
         escalation_by_step=by_step,
+        state_value=value,
+        eligible=eligible,
     )
     stage("writing the report", None)(0)
     from training.report import write_report

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,35 +89,22 @@ class SimWorld:
 
     def act(self, episode: Episode, escalated: bool) -> None:
         """The step is answered by the base model or the intervention; move the world on."""
+        message, right = sim_answer(episode.messages, escalated, self.config, episode.rng)
+        self.observe(episode, message, right)
+
+    def observe(self, episode: Episode, message: Message, right: bool) -> None:
+        """The agent took the model's answer: a wrong one ends the episode, a right one
+        runs the tool, whose result may be a failure the next step must recover from."""
         c = self.config
         rng = episode.rng
-        if episode.critical:
-            p_right = c.strong_critical if escalated else c.weak_critical
-        else:
-            p_right = c.strong_routine if escalated else c.weak_routine
-        right = rng.random() < p_right
-        call_id = f"call_{episode.step}"
-        table = rng.choice(["payments", "ledger", "refunds", "fx_rates"])
-        episode.messages.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {
-                            "name": "query",
-                            "arguments": json.dumps({"table": table, "step": episode.step}),
-                        },
-                    }
-                ],
-            }
-        )
+        episode.messages.append(message)
         episode.step += 1
         if not right:
             episode.failed = True
             return
+        calls = message.get("tool_calls") or [{}]
+        call_id = str(calls[0].get("id", f"call_{episode.step}"))
+        table = _tool_arguments(message).get("table", "ledger")
         episode.critical = rng.random() < c.p_critical
         if episode.critical:
             result = (
@@ -135,6 +122,53 @@ class SimWorld:
         if episode.hopeless:
             return episode.rng.random() < self.config.hopeless_success
         return True
+
+
+def is_critical(messages: Sequence[Message]) -> bool:
+    """A step is critical when the latest tool call failed (what the model sees)."""
+    last = messages[-1] if messages else {}
+    return last.get("role") == "tool" and str(last.get("content", "")).startswith("error:")
+
+
+def sim_answer(
+    messages: Sequence[Message], strong: bool, config: WorldConfig, rng: random.Random
+) -> tuple[Message, bool]:
+    """What a simulated model answers at this state, and whether it is right: the strong
+    model recovers critical steps far more often. The verdict travels in the tool call's
+    arguments (`ok`), so an agent talking to a simulated upstream over HTTP can read it."""
+    if is_critical(messages):
+        p_right = config.strong_critical if strong else config.weak_critical
+    else:
+        p_right = config.strong_routine if strong else config.weak_routine
+    right = rng.random() < p_right
+    step = sum(1 for m in messages if m.get("role") == "assistant")
+    table = rng.choice(["payments", "ledger", "refunds", "fx_rates"])
+    arguments = json.dumps({"table": table, "step": step, "ok": right})
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{step}",
+                "type": "function",
+                "function": {"name": "query", "arguments": arguments},
+            }
+        ],
+    }
+    return message, right
+
+
+def answer_was_right(message: Message) -> bool:
+    return _tool_arguments(message).get("ok") is True
+
+
+def _tool_arguments(message: Message) -> dict[str, Any]:
+    calls = message.get("tool_calls") or []
+    try:
+        arguments = json.loads(calls[0]["function"]["arguments"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return {}
+    return arguments if isinstance(arguments, dict) else {}
 
 
 Behaviour = Callable[[StepState, BudgetView, random.Random], Decision]

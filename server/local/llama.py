@@ -8,6 +8,7 @@ starting is reported with the tail of that log.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -38,13 +39,11 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> LlamaServer:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("llama_cpp") is None:
             raise ModelSetupError(
                 "llama-cpp-python is not installed: pip install -e '.[local]' "
                 "(it compiles llama.cpp: about 6 minutes, needs gcc, g++ and cmake)"
-            ) from None
+            )
         self.port = self.port or _free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [

@@ -61,6 +61,9 @@ STRONG = LocalModel(
 )
 
 
+CATALOGUE = {model.name: model for model in (WEAK, STRONG)}
+
+
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "escalator" / "models"
