@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import tomli_w
 
-
 SERVE = (sys.executable, "-m", "escalator", "serve")
 
 
