@@ -8,9 +8,10 @@ the expression's syntax tree) and `submit_answer`. At most `max_steps` model cal
 agent that answers in plain text has submitted that text. The checked outcome is reported
 to `/v1/sessions/{id}/outcome`.
 
-Small local models do not always emit well-formed tool calls; where a server returns a
-Qwen-style `<tool_call>{...}</tool_call>` in the text instead, the agent reads it from there,
-as agent frameworks commonly do.
+Small local models served by llama.cpp with their own chat template return tool calls as
+text: a Qwen-style `<tool_call>{"name": ..., "arguments": ...}</tool_call>`, or the bare JSON
+object. The agent reads calls from there when the response carries none in `tool_calls`,
+as agent frameworks commonly do, and sends them back as proper OpenAI tool calls.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class GymWorkload:
             messages.append(
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": "",  # llama.cpp's server refuses null content here
                     "tool_calls": [
                         {
                             "id": call_id,
@@ -162,16 +163,38 @@ def _tool_calls(content: str, calls: Any) -> list[tuple[str, str, dict[str, Any]
         except ValueError:
             args = {}
         found.append((call.id, call.function.name, args if isinstance(args, dict) else {}))
-    if not found:
-        for i, match in enumerate(_TOOL_CALL_TEXT.finditer(content)):
+    if found:
+        return found
+    texts = [m.group(1) for m in _TOOL_CALL_TEXT.finditer(content)] or _json_objects(content)
+    for i, text in enumerate(texts):
+        try:
+            call = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(call, dict) or "name" not in call:
+            continue
+        args = call.get("arguments", {})
+        if isinstance(args, str):
             try:
-                call = json.loads(match.group(1))
+                args = json.loads(args)
             except ValueError:
-                continue
-            args = call.get("arguments", {})
-            found.append(
-                (f"call_{i}", str(call.get("name", "")), args if isinstance(args, dict) else {})
-            )
+                args = {}
+        found.append((f"call_{i}", str(call["name"]), args if isinstance(args, dict) else {}))
+    return found
+
+
+def _json_objects(text: str) -> list[str]:
+    """Every JSON object in a text, fenced in ``` or bare, in order."""
+    decoder = json.JSONDecoder()
+    found, i = [], 0
+    while (start := text.find("{", i)) != -1:
+        try:
+            _, end = decoder.raw_decode(text, start)
+        except ValueError:
+            i = start + 1
+            continue
+        found.append(text[start:end])
+        i = end
     return found
 
 
