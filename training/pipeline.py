@@ -9,19 +9,18 @@ the report is measured on held-out sessions.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from training import dp
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
+from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
 from training.helper import (
     Helper,
     dp_labels,
@@ -296,15 +295,15 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             result.estimates = [
                 candidate,
                 evaluate_policy(f"DP table C={name}", table_p),
-                *_baselines_at_usage(
+                *baselines_at_usage(
                     candidate.model_usage, value, data, eligible, evaluate_policy, model_usage
                 ),
             ]
-            _add_evaluation(learned_dir, candidate)
+            add_evaluation(learned_dir, candidate)
             results.append(result)
             advance(1)
 
-    current = _as_logged(test, evaluate_policy("", data.action.astype(np.float64)))
+    current = as_logged(test, evaluate_policy("", data.action.astype(np.float64)))
     lengths = np.diff(test.start)
     logged = {
         "success": float(test.success.mean()),
@@ -312,7 +311,8 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         "sessions": float(test.n_sessions),
         "mean_steps": float(lengths.mean()) if len(lengths) else 0.0,
     }
-    by_step = _escalation_by_step(data, held_out, {r.target: r for r in results}, helper_inputs)
+    helpers = {f"helper C={_target_name(r.target)}": r.helper for r in results}
+    by_step = escalation_by_step(data, held_out, helpers, helper_inputs)
     timing["total"] = round(time.perf_counter() - started, 3)
     trained = TrainResult(
         config=config,
@@ -336,24 +336,6 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
     return trained
 
 
-def _as_logged(test: Dataset, model: Estimate) -> Estimate:
-    """The logging policy itself (exploration included): its held-out episodes averaged."""
-    n = max(test.n_sessions, 1)
-    spent = np.bincount(test.session, test.action * test.cost, minlength=test.n_sessions)
-    return Estimate(
-        policy="current (as logged)",
-        success_ips=float(test.success.mean()),
-        success_dr=float(test.success.mean()),
-        success_se=float(test.success.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
-        usage_ips=float(spent.mean()),
-        usage_dr=float(spent.mean()),
-        usage_se=float(spent.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
-        ess=float(n),
-        model_success=model.model_success,
-        model_usage=model.model_usage,
-    )
-
-
 def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:
     if config.embedding == "none":
         return EmbeddingSpec("none")
@@ -370,70 +352,3 @@ def _intervention_cost(data: Dataset) -> int:
 
 def _target_name(target: float) -> str:
     return f"{target:g}"
-
-
-def _baselines_at_usage(
-    usage: float,
-    value: np.ndarray,
-    data: Dataset,
-    eligible: np.ndarray,
-    evaluate_policy: Callable[[str, np.ndarray], Estimate],
-    model_usage: Callable[[np.ndarray], float],
-) -> list[Estimate]:
-    """never, always, and random and PRM-threshold tuned (on the model) to `usage`."""
-    never = evaluate_policy("never", np.zeros(data.n_steps))
-    always = evaluate_policy("always", eligible.astype(np.float64))
-
-    def bisect(make: Callable[[float], np.ndarray], increasing: bool) -> np.ndarray:
-        low, high = 0.0, 1.0
-        for _ in range(25):
-            middle = (low + high) / 2
-            used = model_usage(make(middle))
-            if (used < usage) == increasing:
-                low = middle
-            else:
-                high = middle
-        return make((low + high) / 2)
-
-    random_p = bisect(lambda p: np.full(data.n_steps, p), increasing=True)
-    risk = 1.0 - value
-    threshold_p = bisect(lambda t: (risk >= t).astype(np.float64), increasing=False)
-    return [
-        never,
-        always,
-        evaluate_policy("random (equal usage)", random_p),
-        evaluate_policy("PRM threshold (equal usage)", threshold_p),
-    ]
-
-
-def _escalation_by_step(
-    data: Dataset,
-    held_out: np.ndarray,
-    results: dict[float, BudgetResult],
-    helper_inputs: np.ndarray,
-) -> dict[str, list[float]]:
-    """Escalation rate by step index on held-out states: logged, and each candidate's."""
-    steps = data.step[held_out]
-    horizon = int(min(steps.max() + 1, 30)) if len(steps) else 0
-    out: dict[str, list[float]] = {}
-
-    def by_step(flags: np.ndarray) -> list[float]:
-        rates = []
-        for s in range(horizon):
-            at = steps == s
-            rates.append(float(flags[at].mean()) if at.any() else math.nan)
-        return rates
-
-    out["logged"] = by_step(data.action[held_out].astype(float))
-    for target, result in results.items():
-        scores = result.helper.model.predict(helper_inputs[held_out])
-        flags = result.helper.escalates(scores, data.remaining[held_out])
-        out[f"helper C={_target_name(target)}"] = by_step(flags.astype(float))
-    return out
-
-
-def _add_evaluation(directory: Path, candidate: Estimate) -> None:
-    path = directory / "helper.json"
-    spec: dict[str, Any] = json.loads(path.read_text())
-    spec.setdefault("evaluation", {})["ope"] = asdict(candidate)
-    path.write_text(json.dumps(spec, indent=2) + "\n")

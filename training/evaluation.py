@@ -1,0 +1,103 @@
+"""Evaluation helpers of the pipeline: the logged policy as it ran, the baselines set to a
+candidate's usage, when escalations happen along the episode, and the OPE figures a
+helper artifact carries."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.dataset import Dataset
+from training.helper import Helper
+from training.ope import Estimate
+
+
+def as_logged(test: Dataset, model: Estimate) -> Estimate:
+    """The logging policy itself (exploration included): its held-out episodes averaged."""
+    n = max(test.n_sessions, 1)
+    spent = np.bincount(test.session, test.action * test.cost, minlength=test.n_sessions)
+    return Estimate(
+        policy="current (as logged)",
+        success_ips=float(test.success.mean()),
+        success_dr=float(test.success.mean()),
+        success_se=float(test.success.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
+        usage_ips=float(spent.mean()),
+        usage_dr=float(spent.mean()),
+        usage_se=float(spent.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan,
+        ess=float(n),
+        model_success=model.model_success,
+        model_usage=model.model_usage,
+    )
+
+
+def baselines_at_usage(
+    usage: float,
+    value: np.ndarray,
+    data: Dataset,
+    eligible: np.ndarray,
+    evaluate_policy: Callable[[str, np.ndarray], Estimate],
+    model_usage: Callable[[np.ndarray], float],
+) -> list[Estimate]:
+    """never, always, and random and PRM-threshold tuned (on the model) to `usage`."""
+    never = evaluate_policy("never", np.zeros(data.n_steps))
+    always = evaluate_policy("always", eligible.astype(np.float64))
+
+    def bisect(make: Callable[[float], np.ndarray], increasing: bool) -> np.ndarray:
+        low, high = 0.0, 1.0
+        for _ in range(25):
+            middle = (low + high) / 2
+            used = model_usage(make(middle))
+            if (used < usage) == increasing:
+                low = middle
+            else:
+                high = middle
+        return make((low + high) / 2)
+
+    random_p = bisect(lambda p: np.full(data.n_steps, p), increasing=True)
+    risk = 1.0 - value
+    threshold_p = bisect(lambda t: (risk >= t).astype(np.float64), increasing=False)
+    return [
+        never,
+        always,
+        evaluate_policy("random (equal usage)", random_p),
+        evaluate_policy("PRM threshold (equal usage)", threshold_p),
+    ]
+
+
+def escalation_by_step(
+    data: Dataset,
+    held_out: np.ndarray,
+    helpers: dict[str, Helper],
+    helper_inputs: np.ndarray,
+) -> dict[str, list[float]]:
+    """Escalation rate by step index on held-out states: logged, and each candidate's."""
+    steps = data.step[held_out]
+    horizon = int(min(steps.max() + 1, 30)) if len(steps) else 0
+    out: dict[str, list[float]] = {}
+
+    def by_step(flags: np.ndarray) -> list[float]:
+        rates = []
+        for s in range(horizon):
+            at = steps == s
+            rates.append(float(flags[at].mean()) if at.any() else math.nan)
+        return rates
+
+    out["logged"] = by_step(data.action[held_out].astype(float))
+    for name, helper in helpers.items():
+        scores = helper.model.predict(helper_inputs[held_out])
+        flags = helper.escalates(scores, data.remaining[held_out])
+        out[name] = by_step(flags.astype(float))
+    return out
+
+
+def add_evaluation(directory: Path, candidate: Estimate) -> None:
+    path = directory / "helper.json"
+    spec: dict[str, Any] = json.loads(path.read_text())
+    spec.setdefault("evaluation", {})["ope"] = asdict(candidate)
+    path.write_text(json.dumps(spec, indent=2) + "\n")
