@@ -129,13 +129,15 @@ def estimate(
     ess = float(weights.sum() ** 2 / max((weights**2).sum(), 1e-300))
     n = max(data.n_sessions, 1)
     k = mdp.n_bins
+    # DR corrections can push a mean outside what is possible on little data; the clipped
+    # mean is never further from the truth.
     return Estimate(
         policy=name,
-        success_ips=float(ips_s.mean()),
-        success_dr=float(dr_s.mean()),
+        success_ips=float(np.clip(ips_s.mean(), 0.0, 1.0)),
+        success_dr=float(np.clip(dr_s.mean(), 0.0, 1.0)),
         success_se=float(dr_s.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-        usage_ips=float(ips_u.mean()),
-        usage_dr=float(dr_u.mean()),
+        usage_ips=float(np.clip(ips_u.mean(), 0.0, cap)),
+        usage_dr=float(np.clip(dr_u.mean(), 0.0, cap)),
         usage_se=float(dr_u.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
         ess=ess,
         model_success=float(mdp.start @ success_table[:k, cap]),

@@ -17,7 +17,7 @@ from training.demo.loop import DemoConfig, DemoResult, DemoUpstreams, PolicyResu
 SIZES = {  # (collect, eval) tasks
     ("sim", True): (600, 300),
     ("sim", False): (4000, 2000),
-    ("local", True): (24, 8),
+    ("local", True): (20, 6),
     ("local", False): (300, 100),
 }
 

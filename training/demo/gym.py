@@ -79,7 +79,7 @@ def task(index: int, seed: int, size: int = 2_000) -> tuple[Any, dict[str, Any]]
 class GymWorkload:
     name = "reasoning-gym (gsm_symbolic, chain_sum, basic_arithmetic)"
 
-    def __init__(self, max_steps: int = 6, max_tokens: int = 256) -> None:
+    def __init__(self, max_steps: int = 6, max_tokens: int = 160) -> None:
         self.max_steps = max_steps
         self.max_tokens = max_tokens
 
