@@ -199,6 +199,18 @@ class RouteSettings(_Section):
             raise ValueError(str(exc)) from None
         return value
 
+    @model_validator(mode="after")
+    def _policy_interventions_exist(self) -> RouteSettings:
+        kinds = [iv.kind for iv in self.interventions]
+        for field, spec in (("policy", self.policy), ("shadow_policy", self.shadow_policy)):
+            wanted = (spec or {}).get("intervention")
+            if wanted is not None and wanted not in kinds:
+                raise ValueError(
+                    f"{field}.intervention {wanted!r} is not one of this route's "
+                    f"interventions ({', '.join(kinds) or 'none'})"
+                )
+        return self
+
 
 class TenantSettings(_Section):
     api_keys: list[str] = []

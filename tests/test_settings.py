@@ -129,3 +129,30 @@ def test_the_commented_intervention_examples_are_valid(monkeypatch: pytest.Monke
     settings = validate_settings(tomllib.loads(text.replace(block, uncommented)))
     kinds = [iv.kind for iv in settings.routes["agent"].interventions]
     assert kinds == ["strong", "reasoning", "best_of_n"]
+
+
+def test_a_policy_may_escalate_to_any_intervention_of_its_route(tmp_path: Path) -> None:
+    from server.plans import RoutePlan
+
+    route = {
+        "base": {"upstream": "weak", "model": "w"},
+        "policy": {"kind": "always", "intervention": "best_of_n"},
+        "interventions": [
+            {"kind": "strong", "upstream": "weak", "model": "s"},
+            {"kind": "best_of_n", "upstream": "weak", "model": "s", "n": 3},
+        ],
+    }
+    data = {
+        "upstreams": {"weak": {"base_url": "http://127.0.0.1:1/v1"}},
+        "routes": {"agent": route},
+    }
+    settings = validate_settings(data)
+    plan = RoutePlan.build("agent", settings.routes["agent"])
+    from router.decision import BudgetView
+    from router.state import StepState
+
+    state = StepState("t", "s", 0, "agent", [{"role": "user", "content": "hi"}])
+    assert plan.policy.decide(state, BudgetView(3, 0, 1)).action == "best_of_n"
+    route["policy"] = {"kind": "always", "intervention": "reasoning"}
+    with pytest.raises(ConfigError, match=r"policy\.intervention 'reasoning' is not one of"):
+        validate_settings(data)

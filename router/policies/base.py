@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from router.decision import BudgetView, Decision
@@ -58,13 +58,20 @@ def policy_kinds() -> list[str]:
 
 
 def build_policy(spec: Mapping[str, Any], context: PolicyContext) -> Policy:
-    """Build a policy from its config table, e.g. `{"kind": "threshold", "threshold": 0.5}`."""
+    """Build a policy from its config table, e.g. `{"kind": "threshold", "threshold": 0.5}`.
+    Every kind also takes `intervention`: the kind it escalates to (default: the route's
+    first intervention)."""
     params = dict(spec)
     kind = params.pop("kind", None)
     if kind not in _REGISTRY:
         raise PolicyConfigError(
             f"unknown policy kind {kind!r}; known kinds: {', '.join(policy_kinds())}"
         )
+    intervention = params.pop("intervention", None)
+    if intervention is not None:
+        if not isinstance(intervention, str):
+            raise PolicyConfigError("policy intervention must be the kind of an intervention")
+        context = replace(context, intervention=intervention)
     return _REGISTRY[kind](params, context)
 
 
