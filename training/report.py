@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from training.ope import Estimate
     from training.pipeline import TrainResult
 
@@ -111,85 +115,86 @@ def _estimate_table(estimates: list[Estimate]) -> list[str]:
     return rows
 
 
-def _figure() -> tuple[object, object]:
+@contextmanager
+def _figure(path: Path, xlabel: str, ylabel: str, title: str) -> Iterator[Axes]:
+    """One plot: drawn on the axes yielded, then labelled and written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def _plot_tradeoff(result: TrainResult, path: Path) -> None:
-    fig, ax = _figure()
     markers = {"never": "s", "always": "^", "random": "x", "PRM threshold": "v", "DP table": "D"}
     seen: set[str] = set()
     candidates_x, candidates_y = [], []
-    for budget in result.budgets:
-        for e in budget.estimates:
-            family = e.policy.split(" C=")[0].split(" (")[0]
-            if family == "helper":
-                candidates_x.append(e.usage_dr)
-                candidates_y.append(e.success_dr)
-                continue
-            ax.errorbar(  # type: ignore[attr-defined]
-                e.usage_dr,
-                e.success_dr,
-                yerr=1.96 * e.success_se,
-                fmt=markers.get(family, "o"),
-                color=_color(family),
-                label=family if family not in seen else None,
-                alpha=0.8,
-            )
-            seen.add(family)
-    order = np.argsort(candidates_x)
-    ax.plot(  # type: ignore[attr-defined]
-        np.array(candidates_x)[order],
-        np.array(candidates_y)[order],
-        "o-",
-        color="tab:red",
-        label="trained helper (per C)",
-    )
-    cur = result.current
-    ax.plot(cur.usage_dr, cur.success_dr, "*", color="black", ms=12, label="current")  # type: ignore[attr-defined]
-    ax.set_xlabel("interventions per episode (DR)")  # type: ignore[attr-defined]
-    ax.set_ylabel("success rate (DR)")  # type: ignore[attr-defined]
-    ax.set_title("Success vs interventions, held-out sessions")  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    ax.legend(fontsize=8)  # type: ignore[attr-defined]
-    fig.tight_layout()  # type: ignore[attr-defined]
-    fig.savefig(path)  # type: ignore[attr-defined]
-    _close(fig)
+    with _figure(
+        path,
+        "interventions per episode (DR)",
+        "success rate (DR)",
+        "Success vs interventions, held-out sessions",
+    ) as ax:
+        for budget in result.budgets:
+            for e in budget.estimates:
+                family = e.policy.split(" C=")[0].split(" (")[0]
+                if family == "helper":
+                    candidates_x.append(e.usage_dr)
+                    candidates_y.append(e.success_dr)
+                    continue
+                ax.errorbar(
+                    e.usage_dr,
+                    e.success_dr,
+                    yerr=1.96 * e.success_se,
+                    fmt=markers.get(family, "o"),
+                    color=_color(family),
+                    label=family if family not in seen else None,
+                    alpha=0.8,
+                )
+                seen.add(family)
+        order = np.argsort(candidates_x)
+        ax.plot(
+            np.array(candidates_x)[order],
+            np.array(candidates_y)[order],
+            "o-",
+            color="tab:red",
+            label="trained helper (per C)",
+        )
+        cur = result.current
+        ax.plot(cur.usage_dr, cur.success_dr, "*", color="black", ms=12, label="current")
 
 
 def _plot_calibration(result: TrainResult, path: Path) -> None:
-    fig, ax = _figure()
     cal = result.calibration
     ok = cal.count > 0
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")  # type: ignore[attr-defined]
-    ax.plot(cal.predicted[ok], cal.observed[ok], "o-", label=f"PRM (Brier {cal.brier:.3f})")  # type: ignore[attr-defined]
-    ax.set_xlabel("predicted P(success)")  # type: ignore[attr-defined]
-    ax.set_ylabel("observed success rate")  # type: ignore[attr-defined]
-    ax.set_title("PRM reliability, held-out steps")  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    ax.legend(fontsize=8)  # type: ignore[attr-defined]
-    fig.tight_layout()  # type: ignore[attr-defined]
-    fig.savefig(path)  # type: ignore[attr-defined]
-    _close(fig)
+    with _figure(
+        path, "predicted P(success)", "observed success rate", "PRM reliability, held-out steps"
+    ) as ax:
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+        ax.plot(cal.predicted[ok], cal.observed[ok], "o-", label=f"PRM (Brier {cal.brier:.3f})")
 
 
 def _plot_timing(result: TrainResult, path: Path) -> None:
-    fig, ax = _figure()
-    for name, rates in result.escalation_by_step.items():
-        ax.plot(range(len(rates)), rates, "o-", label=name, ms=3)  # type: ignore[attr-defined]
-    ax.set_xlabel("step index in the episode")  # type: ignore[attr-defined]
-    ax.set_ylabel("escalation rate")  # type: ignore[attr-defined]
-    ax.set_title("When escalations happen, held-out states")  # type: ignore[attr-defined]
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
-    ax.legend(fontsize=8)  # type: ignore[attr-defined]
-    fig.tight_layout()  # type: ignore[attr-defined]
-    fig.savefig(path)  # type: ignore[attr-defined]
-    _close(fig)
+    with _figure(
+        path,
+        "step index in the episode",
+        "escalation rate",
+        "When escalations happen, held-out states",
+    ) as ax:
+        for name, rates in result.escalation_by_step.items():
+            ax.plot(range(len(rates)), rates, "o-", label=name, ms=3)
 
 
 def _color(family: str) -> str:
@@ -200,9 +205,3 @@ def _color(family: str) -> str:
         "PRM threshold": "tab:blue",
         "DP table": "tab:green",
     }.get(family, "tab:brown")
-
-
-def _close(fig: object) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # type: ignore[arg-type]

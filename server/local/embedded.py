@@ -16,6 +16,16 @@ from typing import Any
 from server.local.models import STRONG, WEAK
 
 TENANT = "local"
+# Three samples of the strong model and a majority vote, for answers that can be compared.
+BEST_OF_N: dict[str, Any] = {
+    "kind": "best_of_n",
+    "upstream": "strong",
+    "model": STRONG.name,
+    "n": 3,
+    "sampling": "parallel",
+    "verifier": "majority",
+    "cost": 2,
+}
 
 
 def embedded_config(data_dir: Path = Path("escalator-data")) -> dict[str, Any]:
@@ -38,15 +48,7 @@ def embedded_config(data_dir: Path = Path("escalator-data")) -> dict[str, Any]:
                 "policy": policy,
                 "interventions": [
                     {"kind": "strong", "upstream": "strong", "model": STRONG.name, "cost": 1},
-                    {
-                        "kind": "best_of_n",
-                        "upstream": "strong",
-                        "model": STRONG.name,
-                        "n": 3,
-                        "sampling": "parallel",
-                        "verifier": "majority",
-                        "cost": 2,
-                    },
+                    BEST_OF_N,
                 ],
             }
         },

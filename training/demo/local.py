@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+from server.local.embedded import BEST_OF_N
 from server.local.models import STRONG, WEAK, ModelSetupError, assemble
 from training.demo.gym import GymWorkload
 from training.demo.loop import DemoUpstreams
@@ -36,18 +37,9 @@ def local_world(console: Console) -> Iterator[tuple[GymWorkload, DemoUpstreams]]
             assemble(model)
         except ModelSetupError as exc:
             raise DemoSetupError(str(exc)) from None
-    best_of_n = {
-        "kind": "best_of_n",
-        "upstream": "strong",
-        "model": STRONG.name,
-        "n": 3,
-        "sampling": "parallel",
-        "verifier": "majority",
-        "cost": 2,
-    }
     yield (
         GymWorkload(),
         DemoUpstreams(
-            {"local": WEAK.name}, WEAK.name, {"local": STRONG.name}, STRONG.name, (best_of_n,)
+            {"local": WEAK.name}, WEAK.name, {"local": STRONG.name}, STRONG.name, (BEST_OF_N,)
         ),
     )
