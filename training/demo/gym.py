@@ -4,8 +4,9 @@ Tasks come from reasoning-gym's generators (each with its own answer checker): a
 word problems (`gsm_symbolic`), chains of sums (`chain_sum`) and expressions
 (`basic_arithmetic`). The agent talks to the proxy with the official `openai` SDK, one
 session per task, and may call two tools: `calculator` (arithmetic, evaluated safely from
-the expression's syntax tree) and `submit_answer`. At most `max_steps` model calls; an
-agent that answers in plain text has submitted that text. The checked outcome is reported
+the expression's syntax tree) and `submit_answer`, which the harness refuses (a tool error)
+until the agent has calculated something. At most `max_steps` model calls; an agent that
+answers in plain text has submitted that text. The checked outcome is reported
 to `/v1/sessions/{id}/outcome`.
 
 Small local models served by llama.cpp with their own chat template return tool calls as
@@ -28,7 +29,16 @@ import httpx
 
 from training.demo.episodes import EpisodeResult, escalated, had_budget, report_outcome
 
-FAMILIES = ("gsm_symbolic", "chain_sum", "basic_arithmetic")
+# A graded mix, so that the weak model solves some tasks and not others: short expressions
+# with small numbers, longer chains of sums, and arithmetic word problems.
+FAMILIES: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    (
+        "basic_arithmetic",
+        (("min_terms", 2), ("max_terms", 4), ("min_digits", 1), ("max_digits", 2)),
+    ),
+    ("chain_sum", (("min_terms", 3), ("max_terms", 5), ("min_digits", 2), ("max_digits", 3))),
+    ("gsm_symbolic", ()),
+)
 SYSTEM = (
     "You solve math problems step by step. Use the calculator tool for every arithmetic "
     "operation. When you know the final answer, call submit_answer with just the number."
@@ -63,21 +73,21 @@ _TOOL_CALL_TEXT = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTAL
 
 
 @cache
-def _dataset(family: str, seed: int, size: int) -> Any:
+def _dataset(family: str, params: tuple[tuple[str, int], ...], seed: int, size: int) -> Any:
     import reasoning_gym
 
-    return reasoning_gym.create_dataset(family, size=size, seed=seed)
+    return reasoning_gym.create_dataset(family, size=size, seed=seed, **dict(params))
 
 
 def task(index: int, seed: int, size: int = 2_000) -> tuple[Any, dict[str, Any]]:
     """Task `index` of the mix seeded `seed`: (its dataset, for scoring; the entry)."""
-    family = FAMILIES[index % len(FAMILIES)]
-    dataset = _dataset(family, seed, size)
+    family, params = FAMILIES[index % len(FAMILIES)]
+    dataset = _dataset(family, params, seed, size)
     return dataset, dataset[(index // len(FAMILIES)) % size]
 
 
 class GymWorkload:
-    name = "reasoning-gym (gsm_symbolic, chain_sum, basic_arithmetic)"
+    name = "reasoning-gym (basic_arithmetic, chain_sum, gsm_symbolic)"
 
     def __init__(self, max_steps: int = 6, max_tokens: int = 160) -> None:
         self.max_steps = max_steps
@@ -102,6 +112,7 @@ class GymWorkload:
             {"role": "user", "content": entry["question"]},
         ]
         answer: str | None = None
+        calculated = False
         used = eligible = steps = 0
         while answer is None and steps < self.max_steps:
             raw = client.chat.completions.with_raw_response.create(
@@ -135,14 +146,18 @@ class GymWorkload:
                 }
             )
             for call_id, name, args in calls:
-                if name == "submit_answer":
+                if name == "submit_answer" and calculated:
                     answer = str(args.get("answer", "")).strip()
                     break
-                result = (
-                    calculate(str(args.get("expression", "")))
-                    if name == "calculator"
-                    else (f"error: unknown tool {name!r}")
-                )
+                if name == "submit_answer":
+                    # The harness's guardrail: an answer with no calculation behind it is sent
+                    # back, as a failed tool call the next step must recover from.
+                    result = "error: no calculation done yet: use the calculator tool first"
+                elif name == "calculator":
+                    result = calculate(str(args.get("expression", "")))
+                    calculated = calculated or not result.startswith("error")
+                else:
+                    result = f"error: unknown tool {name!r}"
                 messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
         score = float(dataset.score_answer(_final(answer), entry)) if answer else 0.0
         success = score >= 1.0
