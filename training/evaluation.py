@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from training.dataset import Dataset
-from training.helper import Helper
 from training.ope import Estimate
 
 
@@ -73,10 +72,10 @@ def baselines_at_usage(
 def escalation_by_step(
     data: Dataset,
     held_out: np.ndarray,
-    helpers: dict[str, Helper],
-    helper_inputs: np.ndarray,
+    helper_flags: dict[str, np.ndarray],
 ) -> dict[str, list[float]]:
-    """Escalation rate by step index on held-out states: logged, and each candidate's."""
+    """Escalation rate by step index on held-out states: logged, and each candidate's
+    (`helper_flags`: where it escalates, on every logged step)."""
     steps = data.step[held_out]
     horizon = int(min(steps.max() + 1, 30)) if len(steps) else 0
     out: dict[str, list[float]] = {}
@@ -89,10 +88,8 @@ def escalation_by_step(
         return rates
 
     out["logged"] = by_step(data.action[held_out].astype(float))
-    for name, helper in helpers.items():
-        scores = helper.model.predict(helper_inputs[held_out])
-        flags = helper.escalates(scores, data.remaining[held_out])
-        out[name] = by_step(flags.astype(float))
+    for name, flags in helper_flags.items():
+        out[name] = by_step(flags[held_out].astype(float))
     return out
 
 

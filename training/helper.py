@@ -61,15 +61,17 @@ def train_helper(
     max_rows: int = 200_000,
     seed: int = 0,
     scaled: np.ndarray | None = None,
-) -> Helper:
-    """Fit on the eligible rows (an intervention was affordable) and set the thresholds.
-    `inputs` holds the state matrix with the remaining budget as its last column; `scaled`
-    marks the state columns to standardise (the budget always is)."""
+) -> tuple[Helper, np.ndarray]:
+    """Fit on the eligible rows (an intervention was affordable) and set the thresholds;
+    return the helper and its score on every row. `inputs` holds the state matrix with the
+    remaining budget as its last column; `scaled` marks the state columns to standardise
+    (the budget always is)."""
     scaled_inputs = None if scaled is None else np.append(scaled, True)
     model = fit_logistic(
         inputs, labels, eligible, l2, max_rows, seed, balanced=True, scaled=scaled_inputs
     )
-    scores = model.predict(inputs)[eligible]
+    all_scores = model.predict(inputs)
+    scores = all_scores[eligible]
     budgets = np.minimum(remaining[eligible], cap)
     wanted = labels[eligible].astype(np.float64)
     thresholds: dict[int, float] = {0: NEVER}
@@ -81,7 +83,7 @@ def train_helper(
     helper = Helper(model, thresholds, cap)
     if target_rate is not None:
         helper = _shift_to_rate(helper, scores, budgets, target_rate)
-    return helper
+    return helper, all_scores
 
 
 def _matching_threshold(scores: np.ndarray, rate: float) -> float:

@@ -211,7 +211,6 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         success=test.success,
     )
     eligible = data.remaining >= cost
-    helper_inputs = design
     meta = {
         "training": {
             "data_digest": data.digest,
@@ -235,12 +234,13 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
 
     # 4-5. DP per target, helper, export; 6. OPE per candidate.
     results: list[BudgetResult] = []
+    helper_flags: dict[str, np.ndarray] = {}  # where each helper escalates, every logged step
     advance = stage("DP, helper and evaluation per budget", len(targets))
     with timed("dp_helper_ope"):
         for target in targets:
             solution = dp.search_penalty(mdp, cap, target)
             labels = dp_labels(solution, bins, data.remaining)
-            helper = train_helper(
+            helper, scores = train_helper(
                 design,
                 data.remaining,
                 labels,
@@ -252,8 +252,9 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                 config.seed,
                 inputs.scaled,
             )
-            scores = helper.model.predict(helper_inputs)
-            chosen = helper.escalates(scores, data.remaining) & eligible
+            flags = helper.escalates(scores, data.remaining)
+            helper_flags[f"helper C={_target_name(target)}"] = flags
+            chosen = flags & eligible
             check = eligible & held_out
             agreement = float((chosen[check] == labels[check]).mean()) if check.any() else math.nan
             name = _target_name(target)
@@ -311,8 +312,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         "sessions": float(test.n_sessions),
         "mean_steps": float(lengths.mean()) if len(lengths) else 0.0,
     }
-    helpers = {f"helper C={_target_name(r.target)}": r.helper for r in results}
-    by_step = escalation_by_step(data, held_out, helpers, helper_inputs)
+    by_step = escalation_by_step(data, held_out, helper_flags)
     timing["total"] = round(time.perf_counter() - started, 3)
     trained = TrainResult(
         config=config,
