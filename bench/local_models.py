@@ -54,7 +54,8 @@ def main() -> None:
 
     from server.local.llama import LlamaServer
     from server.local.models import STRONG, WEAK, assemble
-    from training.demo.proxy import ProxyProcess, free_port
+    from server.local.process import free_port
+    from training.demo.proxy import ProxyProcess
 
     with tempfile.TemporaryDirectory() as tmp:
         servers = {

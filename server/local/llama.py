@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 from server.local.models import ModelSetupError
+from server.local.process import free_port, log_tail, stop_process_group
 
 
 @dataclass
@@ -44,7 +43,7 @@ class LlamaServer:
                 "llama-cpp-python is not installed: pip install -e '.[local]' "
                 "(it compiles llama.cpp: about 6 minutes, needs gcc, g++ and cmake)"
             )
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable,
@@ -94,24 +93,7 @@ class LlamaServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, timeout_s=10)
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return log_tail(self.log_path, lines)

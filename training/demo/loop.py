@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from server.local.process import free_port
 from training.demo.episodes import EpisodeResult, Workload
-from training.demo.proxy import ProxyProcess, free_port, key_digest
+from training.demo.proxy import ProxyProcess, key_digest
 
 
 @dataclass(frozen=True)

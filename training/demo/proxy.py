@@ -7,9 +7,6 @@ code never runs inside the proxy). Stopping it sends SIGTERM, so the step log is
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,8 @@ from typing import Any
 
 import httpx
 import tomli_w
+
+from server.local.process import log_tail, stop_process_group
 
 SERVE = (sys.executable, "-m", "escalator", "serve")
 
@@ -28,13 +27,6 @@ class ProxyError(RuntimeError):
 
 def key_digest(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ProxyProcess:
@@ -74,18 +66,7 @@ class ProxyProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, timeout_s=20)  # SIGTERM first: the step log is flushed
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = (self.directory / "proxy.log").read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.directory / "proxy.log", lines)
