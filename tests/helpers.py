@@ -35,6 +35,17 @@ def records(proxy: RunningProxy, count: int, timeout_s: float = 5.0) -> list[dic
     raise AssertionError(f"expected {count} log records, found {len(found)}")
 
 
+def policy_of_next_step(proxy: RunningProxy, model: str, api_key: str) -> str:
+    """Send one step to `model` and return the policy id its step record logged."""
+    logged = len(records(proxy, 0))
+    httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {api_key}"},
+        json={"model": model, "messages": user("hi")},
+    )
+    return str(records(proxy, logged + 1)[-1]["decision"]["policy"])
+
+
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
     """The sum of the samples of `name` whose labels include `labels`."""
     text = client.get("/metrics").text

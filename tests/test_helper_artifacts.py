@@ -16,7 +16,7 @@ from router.decision import BudgetView
 from router.embedding import HashedNgrams
 from router.policies import PolicyConfigError, PolicyContext, build_policy
 from router.state import FEATURE_NAMES, StepState, extract_features
-from tests.helpers import records
+from tests.helpers import policy_of_next_step as next_step_policy
 from tests.servers import RunningProxy
 
 StartProxy = Callable[..., RunningProxy]
@@ -167,17 +167,9 @@ def test_reload_swaps_in_a_new_helper_and_refuses_a_bad_one(
         server={"admin_key_env": "ESCALATOR_TEST_ADMIN_KEY"},
     )
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-    steps = 0
 
     def policy_of_next_step() -> str:
-        nonlocal steps
-        steps += 1
-        httpx.post(
-            f"{proxy.url}/v1/chat/completions",
-            headers={"authorization": "Bearer sk-acme-test"},
-            json={"model": "helped", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        return str(records(proxy, steps)[-1]["decision"]["policy"])
+        return next_step_policy(proxy, "helped", "sk-acme-test")
 
     before = policy_of_next_step()
     write_helper(current, bias=-1.0)  # a retrained helper in the same directory

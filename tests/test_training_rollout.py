@@ -8,11 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from router.artifacts import load_artifact
-from tests.helpers import records
+from tests.helpers import policy_of_next_step as next_step_policy
 from tests.servers import KEYS, RunningProxy
 from training.pipeline import TrainConfig, train
 from training.rollout import install
@@ -41,17 +40,9 @@ def test_train_installs_the_helper_and_reloads_the_proxy(
         },
         server={"admin_key_env": "ESCALATOR_ROLLOUT_ADMIN_KEY"},
     )
-    steps = 0
 
     def policy_of_next_step() -> str:
-        nonlocal steps
-        steps += 1
-        httpx.post(
-            f"{proxy.url}/v1/chat/completions",
-            headers={"authorization": f"Bearer {KEYS['acme']}"},
-            json={"model": "agent", "messages": [{"role": "user", "content": "hi"}]},
-        )
-        return str(records(proxy, steps)[-1]["decision"]["policy"])
+        return next_step_policy(proxy, "agent", KEYS["acme"])
 
     assert policy_of_next_step() == load_artifact(current).policy_id
     done = subprocess.run(
