@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from router.budget import BudgetStoreInUse
 from server.settings import ConfigError, Settings, load_settings, validate_settings
 
 
@@ -18,16 +19,20 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         print(f"escalator: {exc}", file=sys.stderr)
         return 2
 
-    if not any(u.local for u in settings.upstreams.values()):
-        _run(settings, log_level)
-        return 0
-    from server.local.models import ModelSetupError
-    from server.local.runtime import local_upstreams
-
     try:
-        with local_upstreams(settings) as ready:
-            _run(ready, log_level)
-    except ModelSetupError as exc:
+        if not any(u.local for u in settings.upstreams.values()):
+            _run(settings, log_level)
+            return 0
+        from server.local.models import ModelSetupError
+        from server.local.runtime import local_upstreams
+
+        try:
+            with local_upstreams(settings) as ready:
+                _run(ready, log_level)
+        except ModelSetupError as exc:
+            print(f"escalator: {exc}", file=sys.stderr)
+            return 1
+    except BudgetStoreInUse as exc:
         print(f"escalator: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.budget.base import BudgetStore, Reservation, Scope, SessionInfo, StepStart
+from router.budget.base import (
+    BudgetStore,
+    BudgetStoreInUse,
+    Reservation,
+    Scope,
+    SessionInfo,
+    StepStart,
+)
 
 STORE_KINDS = ("memory", "sqlite", "redis")
 
@@ -39,6 +46,7 @@ def open_store(kind: str, *, sqlite_path: Path | None = None, redis_url: str = "
 __all__ = [
     "STORE_KINDS",
     "BudgetStore",
+    "BudgetStoreInUse",
     "Reservation",
     "Scope",
     "SessionInfo",

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class BudgetStoreInUse(RuntimeError):
+    """The store's file is owned by another process."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """A budget that a reservation draws on, e.g. one session's C or a tenant's day."""

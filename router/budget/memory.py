@@ -20,11 +20,18 @@ class _Counters:
 
 
 class MemoryBudgetStore:
-    """Atomic because no method awaits between reading and writing its counters."""
+    """Atomic because no method awaits between reading and writing its counters.
+
+    Every change to a key's counters ends in `_written`, the hook through which the SQLite
+    store persists them.
+    """
 
     def __init__(self) -> None:
         self._keys: dict[str, _Counters] = {}
         self._writes = 0
+
+    def _written(self, key: str, counters: _Counters) -> None:
+        """Called after every change to `key`'s counters."""
 
     def _get(self, key: str, now: float) -> _Counters | None:
         counters = self._keys.get(key)
@@ -40,13 +47,18 @@ class MemoryBudgetStore:
         counters.expires_at = max(counters.expires_at, now + ttl_s)
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
-            self._keys = {k: c for k, c in self._keys.items() if c.expires_at > now}
+            self._sweep(now)
             self._keys.setdefault(key, counters)
         return counters
+
+    def _sweep(self, now: float) -> None:
+        """Forget expired keys."""
+        self._keys = {k: c for k, c in self._keys.items() if c.expires_at > now}
 
     async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
         counters = self._touch(session_key, ttl_s, time.time())
         counters.steps += 1
+        self._written(session_key, counters)
         return StepStart(counters.steps - 1, counters.used)
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
@@ -56,7 +68,9 @@ class MemoryBudgetStore:
             if (counters.used if counters else 0) + cost > scope.limit:
                 return None
         for scope in scopes:
-            self._touch(scope.key, scope.ttl_s, now).used += cost
+            counters = self._touch(scope.key, scope.ttl_s, now)
+            counters.used += cost
+            self._written(scope.key, counters)
         return Reservation(tuple(scope.key for scope in scopes), cost)
 
     async def refund(self, reservation: Reservation) -> None:
@@ -65,6 +79,7 @@ class MemoryBudgetStore:
             counters = self._get(key, now)
             if counters is not None:
                 counters.used = max(counters.used - reservation.cost, 0)
+                self._written(key, counters)
 
     async def used(self, key: str) -> int:
         counters = self._get(key, time.time())
@@ -80,6 +95,7 @@ class MemoryBudgetStore:
         counters = self._touch(session_key, ttl_s, time.time())
         first = not counters.outcome
         counters.outcome = True
+        self._written(session_key, counters)
         return first
 
     async def ping(self) -> bool:

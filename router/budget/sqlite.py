@@ -1,26 +1,35 @@
-"""SQLite budget store: the embedded default. Survives restarts; safe across processes on
-one host (every read-modify-write is one `BEGIN IMMEDIATE` transaction).
+"""SQLite budget store: the embedded default, one process, surviving restarts.
 
-Each operation first runs on the event loop's own thread with no busy wait: an uncontended
-transaction takes ~10 µs, less than handing it to a thread. Only when another process holds
-the write lock does it retry on a worker thread that may wait for the lock. WAL checkpoints,
-the one slow thing SQLite does, also run on the worker thread.
+The counters live in memory (the memory store's logic, so every operation is atomic and as
+fast as a dict) and are written behind to SQLite: keys changed within `flush_interval_s`
+are upserted together in one transaction on a worker thread. An operation never waits for
+the disk, and SQLite runs a few hundred times a second, not once per step: on a busy proxy
+a cold trip through SQLite costs more than the rest of the budget bookkeeping together.
+
+What that trades: a crash (not a shutdown, which flushes) forgets at most the last
+`flush_interval_s` of changes, and one process owns the file, held by a lock on
+`<file>.lock` (a second process is refused at start). Replicas share budgets through Redis.
+
+Keys are loaded at start; past `max_cached_keys` the oldest unchanged keys leave memory and
+are read back from SQLite when next used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
-from router.budget.base import Reservation, Scope, SessionInfo, StepStart
+from router.budget.base import BudgetStoreInUse
+from router.budget.memory import MemoryBudgetStore, _Counters
 
-T = TypeVar("T")
-Work = Callable[[sqlite3.Connection, float], T]
+log = logging.getLogger("escalator.budget")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -31,176 +40,176 @@ CREATE TABLE IF NOT EXISTS counters (
     expires_at REAL    NOT NULL
 ) WITHOUT ROWID;
 """
-# Take the key, starting it afresh if it expired; `?1` is now, `?2` the new expiry.
-_RESET_IF_EXPIRED = """
-INSERT INTO counters (key, expires_at) VALUES (?3, ?2)
+_UPSERT = """
+INSERT INTO counters (key, steps, used, outcome, expires_at) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
-    steps   = iif(expires_at <= ?1, 0, steps),
-    used    = iif(expires_at <= ?1, 0, used),
-    outcome = iif(expires_at <= ?1, 0, outcome),
-    expires_at = max(iif(expires_at <= ?1, 0, expires_at), ?2)
+    steps = excluded.steps, used = excluded.used, outcome = excluded.outcome,
+    expires_at = excluded.expires_at
 """
-# A step is one statement, so it needs no explicit transaction (one commit, not three).
-_BEGIN_STEP = """
-INSERT INTO counters (key, steps, expires_at) VALUES (?3, 1, ?2)
-ON CONFLICT (key) DO UPDATE SET
-    steps   = iif(expires_at <= ?1, 1, steps + 1),
-    used    = iif(expires_at <= ?1, 0, used),
-    outcome = iif(expires_at <= ?1, 0, outcome),
-    expires_at = max(iif(expires_at <= ?1, 0, expires_at), ?2)
-RETURNING steps, used
-"""
-_CHECKPOINT_EVERY = 2_000
-_PURGE_EVERY = 20_000
+_SELECT = "SELECT key, steps, used, outcome, expires_at FROM counters WHERE expires_at > ?"
+_PURGE_EVERY_S = 3_600.0
+_REPORT_FAILURE_EVERY_S = 60.0
+
+Row = tuple[str, int, int, int, float]
 
 
-class SqliteBudgetStore:
-    def __init__(self, path: str | Path) -> None:
+class SqliteBudgetStore(MemoryBudgetStore):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        flush_interval_s: float = 0.01,
+        max_cached_keys: int = 500_000,
+    ) -> None:
+        super().__init__()
         self._path = Path(path)
+        self._flush_interval_s = flush_interval_s
+        self._max_cached_keys = max_cached_keys
+        self._lock_fd = _lock(self._path)
+        self._conn = _connect(self._path)  # the writer thread's
+        self._reader = _connect(self._path)  # the event loop's: loading, and keys past the cache
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-sqlite")
-        self._loop_conn: sqlite3.Connection | None = None
-        self._thread_conn: sqlite3.Connection | None = None
-        self._writes = 0
+        self._dirty: dict[str, _Counters] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_flush: Future[None] | None = None
+        self._failing_since: float | None = None
+        self._failure_reported_at = float("-inf")
+        self._purged_at = time.monotonic()
+        self._complete = self._load()  # True while every unexpired key of the file is in memory
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- memory in front of the file --------------------------------------------------------
 
-    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        return conn
+    def _load(self) -> bool:
+        rows = self._reader.execute(f"{_SELECT} LIMIT ?", (time.time(), self._max_cached_keys + 1))
+        for key, steps, used, outcome, expires_at in rows:
+            self._keys[key] = _Counters(steps, used, bool(outcome), expires_at)
+        if len(self._keys) > self._max_cached_keys:
+            self._keys.popitem()
+            return False
+        return True
 
-    async def _run(self, work: Work[T], *, transaction: bool = True) -> T:
-        """Run `work` (in one transaction unless it is a single statement)."""
-        if self._loop_conn is None:
-            self._loop_conn = self._connect(busy_timeout_ms=0)
-            self._loop_conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: worker thread
-        try:
-            result = self._execute(self._loop_conn, work, transaction)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            # Another process holds the write lock: wait for it off the event loop.
+    def _get(self, key: str, now: float) -> _Counters | None:
+        counters = self._keys.get(key)
+        if counters is None and not self._complete:
+            row = self._reader.execute(f"{_SELECT} AND key = ?", (now, key)).fetchone()
+            if row is not None:
+                counters = self._keys[key] = _Counters(row[1], row[2], bool(row[3]), row[4])
+        return super()._get(key, now) if counters is not None else None
+
+    def _sweep(self, now: float) -> None:
+        super()._sweep(now)
+        excess = len(self._keys) - self._max_cached_keys
+        if excess > 0 and self._written_out():
+            # The oldest keys first. A key with unwritten changes stays, and nothing leaves
+            # while a write is on its way: the file must hold what a later miss reads back.
+            for key in [k for k in self._keys if k not in self._dirty][:excess]:
+                del self._keys[key]
+            self._complete = False
+
+    def _written(self, key: str, counters: _Counters) -> None:
+        if self._flush_timer is None:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._on_thread, work, transaction)
-        self._after_write()
-        return result
+            self._flush_timer = loop.call_later(self._flush_interval_s, self._flush)
+        self._dirty[key] = counters
 
-    def _on_thread(self, work: Work[T], transaction: bool) -> T:
-        if self._thread_conn is None:
-            self._thread_conn = self._connect(busy_timeout_ms=10_000)
-        return self._execute(self._thread_conn, work, transaction)
+    # -- writing behind ---------------------------------------------------------------------
 
-    @staticmethod
-    def _execute(conn: sqlite3.Connection, work: Work[T], transaction: bool) -> T:
-        if not transaction:
-            return work(conn, time.time())
-        conn.execute("BEGIN IMMEDIATE")
+    def _flush(self) -> None:
+        """Hand the changed keys' current counters to the writer thread."""
+        self._flush_timer = None
+        if not self._dirty:
+            return
+        rows: list[Row] = [
+            (key, c.steps, c.used, int(c.outcome), c.expires_at) for key, c in self._dirty.items()
+        ]
+        self._dirty = {}
+        loop = asyncio.get_running_loop()
+        self._last_flush = self._executor.submit(self._write, rows)
+
+        def report(done: Future[None]) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._flushed, done, rows)
+
+        self._last_flush.add_done_callback(report)
+
+    def _written_out(self) -> bool:
+        return self._last_flush is None or self._last_flush.done()
+
+    def _write(self, rows: list[Row]) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            result = work(conn, time.time())
+            self._conn.executemany(_UPSERT, rows)
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-        return result
+        self._conn.execute("COMMIT")
+        if time.monotonic() - self._purged_at > _PURGE_EVERY_S:
+            self._purged_at = time.monotonic()
+            self._conn.execute("DELETE FROM counters WHERE expires_at <= ?", (time.time(),))
 
-    def _after_write(self) -> None:
-        self._writes += 1
-        if self._writes % _CHECKPOINT_EVERY == 0:
-            self._executor.submit(self._maintain, self._writes % _PURGE_EVERY == 0)
-
-    def _maintain(self, purge: bool) -> None:
-        if self._thread_conn is None:
-            self._thread_conn = self._connect(busy_timeout_ms=10_000)
-        if purge:
-            self._execute(
-                self._thread_conn,
-                lambda conn, now: conn.execute(
-                    "DELETE FROM counters WHERE expires_at <= ?", (now,)
-                ),
-                transaction=False,
-            )
-        self._thread_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    def _flushed(self, done: Future[None], rows: Iterable[Row]) -> None:
+        exc = done.exception()
+        if exc is None:
+            self._failing_since = None
+            return
+        # Keep the changes and try again: the counters in memory are still the truth.
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if now - self._failure_reported_at > _REPORT_FAILURE_EVERY_S:
+            self._failure_reported_at = now
+            log.error("budget store: writing to %s failed, retrying: %s", self._path, exc)
+        for key, *_ in rows:
+            counters = self._keys.get(key)
+            if counters is not None and key not in self._dirty:
+                self._written(key, counters)
 
     # -- the store --------------------------------------------------------------------------
 
-    async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
-        def work(conn: sqlite3.Connection, now: float) -> StepStart:
-            steps, used = conn.execute(_BEGIN_STEP, (now, now + ttl_s, session_key)).fetchone()
-            return StepStart(steps - 1, used)
-
-        return await self._run(work, transaction=False)
-
-    async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
-        def work(conn: sqlite3.Connection, now: float) -> Reservation | None:
-            for scope in scopes:
-                row = conn.execute(
-                    "SELECT used FROM counters WHERE key = ? AND expires_at > ?", (scope.key, now)
-                ).fetchone()
-                if (row[0] if row else 0) + cost > scope.limit:
-                    return None
-            for scope in scopes:
-                conn.execute(_RESET_IF_EXPIRED, (now, now + scope.ttl_s, scope.key))
-                conn.execute("UPDATE counters SET used = used + ? WHERE key = ?", (cost, scope.key))
-            return Reservation(tuple(s.key for s in scopes), cost)
-
-        return await self._run(work)
-
-    async def refund(self, reservation: Reservation) -> None:
-        def work(conn: sqlite3.Connection, now: float) -> None:
-            conn.executemany(
-                "UPDATE counters SET used = max(used - ?, 0) WHERE key = ? AND expires_at > ?",
-                [(reservation.cost, key, now) for key in reservation.keys],
-            )
-
-        await self._run(work, transaction=False)
-
-    async def used(self, key: str) -> int:
-        info = await self._read(key)
-        return info[1] if info else 0
-
-    async def session(self, session_key: str) -> SessionInfo | None:
-        info = await self._read(session_key)
-        if info is None or info[0] == 0:
-            return None
-        return SessionInfo(info[0], info[1], bool(info[2]))
-
-    async def _read(self, key: str) -> tuple[int, int, int] | None:
-        def work(conn: sqlite3.Connection, now: float) -> tuple[int, int, int] | None:
-            row = conn.execute(
-                "SELECT steps, used, outcome FROM counters WHERE key = ? AND expires_at > ?",
-                (key, now),
-            ).fetchone()
-            return None if row is None else (row[0], row[1], row[2])
-
-        return await self._run(work, transaction=False)
-
-    async def mark_outcome(self, session_key: str, ttl_s: int) -> bool:
-        def work(conn: sqlite3.Connection, now: float) -> bool:
-            conn.execute(_RESET_IF_EXPIRED, (now, now + ttl_s, session_key))
-            changed = conn.execute(
-                "UPDATE counters SET outcome = 1 WHERE key = ? AND outcome = 0", (session_key,)
-            ).rowcount
-            return bool(changed == 1)
-
-        return await self._run(work)
-
     async def ping(self) -> bool:
-        await self._run(lambda conn, now: conn.execute("SELECT 1").fetchone(), transaction=False)
+        """Ready while the file takes writes (a failing disk makes the replica not ready)."""
+        if self._failing_since is not None:
+            return False
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._conn.execute, "SELECT 1")
         return True
 
     async def close(self) -> None:
-        def shut_thread_conn() -> None:
-            if self._thread_conn is not None:
-                self._thread_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._thread_conn.close()
-                self._thread_conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut_thread_conn)
+        """Write every change, checkpoint the WAL, and release the file."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush()
+        loop = asyncio.get_running_loop()
+        if self._last_flush is not None:
+            await asyncio.wrap_future(self._last_flush, loop=loop)
+        await loop.run_in_executor(self._executor, self._shut)
         self._executor.shutdown(wait=True)
-        if self._loop_conn is not None:
-            self._loop_conn.close()
-            self._loop_conn = None
+        os.close(self._lock_fd)
+        self._keys.clear()
+
+    def _shut(self) -> None:
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+        self._reader.close()
+
+
+def _lock(path: Path) -> int:
+    """Hold `<path>.lock` for the life of the store: one process owns the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BudgetStoreInUse(
+            f"the SQLite budget store {path} is in use by another Escalator process; one "
+            'process owns a SQLite file (replicas share budgets with budget_store = "redis")'
+        ) from None
+    return fd
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn
