@@ -1,1 +1,1 @@
-"""The Escalator proxy process: FastAPI app, per-step service, upstreams, metrics, step log."""
+"""The Escalator proxy process: Starlette app, per-step service, upstreams, metrics, step log."""

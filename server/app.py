@@ -1,4 +1,9 @@
-"""The FastAPI application, built from validated settings (never at import time)."""
+"""The ASGI application, built from validated settings (never at import time).
+
+A Starlette application: the routes are plain Starlette routes that take the raw request
+(bodies pass through unparsed), so FastAPI's layer would add only its per-request middleware
+(telemetry, body limit, exit stack): about 5% of the proxy's CPU per request, for nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from fastapi import FastAPI, Request
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ExceptionHandler
 
 from router.budget import open_store
 from router.policies import PolicyConfigError
@@ -33,7 +42,7 @@ log = logging.getLogger("escalator")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away; never sent
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     storage = settings.storage
     store = open_store(
@@ -61,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("SIGHUP: helpers reloaded: %s", ", ".join(loaded))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         steplog.start()
         if threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal)
@@ -80,13 +89,11 @@ def create_app(settings: Settings) -> FastAPI:
             await store.close()
             steplog.close()
 
-    app = FastAPI(
-        title="Escalator",
-        version=_version(),
+    app = Starlette(
+        routes=[*openai.routes, *sessions.routes, *ops.routes, *admin.routes],
+        middleware=[Middleware(StepHeaders, metrics=metrics)],
+        exception_handlers=_exception_handlers(),
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
     )
     state = app.state
     state.settings = settings
@@ -103,25 +110,19 @@ def create_app(settings: Settings) -> FastAPI:
     state.ready = {}
     state.ready_checked_at = float("-inf")
 
-    # Plain Starlette routes: the handlers take the raw request (bodies pass through
-    # unparsed by pydantic), and skipping FastAPI's dependency solving is measurably faster.
-    app.router.routes.extend([*openai.routes, *sessions.routes, *ops.routes, *admin.routes])
-    app.add_middleware(StepHeaders, metrics=metrics)
-    _install_error_handlers(app)
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(EscalatorError)
-    async def escalator_error(request: Request, exc: EscalatorError) -> Response:
+def _exception_handlers() -> dict[Any, ExceptionHandler]:
+    async def escalator_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, EscalatorError)
         return error_response(exc)
 
-    @app.exception_handler(ClientDisconnected)
-    async def client_gone(request: Request, exc: ClientDisconnected) -> Response:
+    async def client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             error: EscalatorError = NotFound(f"No such endpoint: {request.url.path}")
         else:
@@ -129,12 +130,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             error.status = exc.status_code
         return error_response(error)
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(
             EscalatorError("The proxy hit an internal error; the request was not served.")
         )
+
+    return {
+        EscalatorError: escalator_error,
+        ClientDisconnected: client_gone,
+        HTTPException: http_error,
+        Exception: unexpected,
+    }
 
 
 def _version() -> str:

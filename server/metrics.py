@@ -3,13 +3,10 @@ action, reason, kind, upstream, status), never a session or request id."""
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 _POLICY_BUCKETS = (
     0.00005,
@@ -42,6 +39,35 @@ _UPSTREAM_BUCKETS = (
     60.0,
     120.0,
 )
+
+
+class _KnownChildren:
+    """`labels()` answered from a plain dict once a label set has been seen: prometheus-client
+    converts, validates and locks on every call, several times per request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def labels(self, *values: Any, **by_name: Any) -> Any:
+        if by_name:
+            return super().labels(*values, **by_name)  # type: ignore[misc]
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = super().labels(*values)  # type: ignore[misc]
+        return child
+
+
+class Counter(_KnownChildren, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_KnownChildren, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_KnownChildren, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:

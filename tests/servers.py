@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from server.app import create_app
 from server.settings import hash_api_key, validate_settings
@@ -108,7 +108,7 @@ class RunningProxy:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.settings = validate_settings(config)
-        self.app: FastAPI = create_app(self.settings)
+        self.app: Starlette = create_app(self.settings)
         # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections
         # only for sockets that say they are TCP, and Nagle would add 40 ms to each answer.
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -1,1 +1,1 @@
-"""FastAPI route modules ("router" is the decision package; these are HTTP routes)."""
+"""HTTP route modules ("router" is the decision package; these are the proxy's HTTP routes)."""
