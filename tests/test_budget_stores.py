@@ -255,3 +255,29 @@ async def test_sqlite_keys_past_the_cache_are_read_back(tmp_path: Path) -> None:
     assert (await reopened.begin_step(sessions[-1], 3600)).step == 30
     assert await reopened.used(sessions[0]) == 3
     await reopened.close()
+
+
+async def test_sqlite_store_keeps_changes_while_the_file_fails_and_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    """Writes that fail are retried: the counters stay right in memory, the store reports
+    not ready (so /readyz does), and once the file takes writes again nothing was lost."""
+    import sqlite3
+
+    from router.budget.sqlite import SqliteBudgetStore, _connect
+
+    store = SqliteBudgetStore(tmp_path / "budget.db", flush_interval_s=0.001)
+    store._conn.close()  # the file stops taking writes
+    for _ in range(3):
+        await store.begin_step("acme/s/a", 3600)
+    await asyncio.sleep(0.05)
+    assert await store.ping() is False
+    assert (await store.begin_step("acme/s/a", 3600)).step == 3
+
+    store._conn = _connect(tmp_path / "budget.db")  # the disk recovers
+    await asyncio.sleep(0.05)
+    assert await store.ping() is True
+    with sqlite3.connect(tmp_path / "budget.db") as reader:
+        row = reader.execute("SELECT steps FROM counters WHERE key = 'acme/s/a'").fetchone()
+    assert row == (4,)
+    await store.close()

@@ -29,6 +29,7 @@ class MemoryBudgetStore:
     def __init__(self) -> None:
         self._keys: dict[str, _Counters] = {}
         self._writes = 0
+        self._next_sweep = _SWEEP_EVERY
 
     def _written(self, key: str, counters: _Counters) -> None:
         """Called after every change to `key`'s counters."""
@@ -46,9 +47,11 @@ class MemoryBudgetStore:
             counters = self._keys[key] = _Counters()
         counters.expires_at = max(counters.expires_at, now + ttl_s)
         self._writes += 1
-        if self._writes % _SWEEP_EVERY == 0:
+        if self._writes >= self._next_sweep:
             self._sweep(now)
             self._keys.setdefault(key, counters)
+            # Amortised: a sweep visits every key, so a large store sweeps less often.
+            self._next_sweep = self._writes + max(_SWEEP_EVERY, len(self._keys))
         return counters
 
     def _sweep(self, now: float) -> None:

@@ -180,7 +180,10 @@ class SqliteBudgetStore(MemoryBudgetStore):
         self._flush()
         loop = asyncio.get_running_loop()
         if self._last_flush is not None:
-            await asyncio.wrap_future(self._last_flush, loop=loop)
+            try:
+                await asyncio.wrap_future(self._last_flush, loop=loop)
+            except Exception as exc:  # the counters are lost with this process: say so
+                log.error("budget store: the last changes could not be written: %s", exc)
         await loop.run_in_executor(self._executor, self._shut)
         self._executor.shutdown(wait=True)
         os.close(self._lock_fd)
