@@ -164,3 +164,43 @@ def test_the_embedded_default_answers_with_real_models(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+_PARENT_OF_A_SLEEPER = """
+import subprocess, sys, time
+from server.local.process import dying_with_parent
+
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(60)"],
+    start_new_session=True,
+    preexec_fn=dying_with_parent(),
+)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_model_server_dies_with_the_proxy_however_it_dies() -> None:
+    """SIGKILL leaves no chance to clean up: the kernel must stop the model server."""
+    import signal
+    import time
+
+    def alive(pid: int) -> bool:  # a zombie (dead, not yet reaped by init) counts as gone
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT_OF_A_SLEEPER], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    with parent.stdout:
+        child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(child):
+        time.sleep(0.05)
+    assert not alive(child), "the child outlived its parent"

@@ -3,11 +3,16 @@ port to give them, their log's tail when they fail, and stopping their whole pro
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -15,6 +20,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def dying_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGTERM the child when the process that started it
+    dies, however it dies (a second Ctrl-C, SIGKILL, a crash), so a model server is never
+    left running without its proxy. Linux only; elsewhere None (stopping stays explicit)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+
+    return set_death_signal
 
 
 def stop_process_group(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import tomli_w
 
-from server.local.process import log_tail, stop_process_group
+from server.local.process import dying_with_parent, log_tail, stop_process_group
 
 SERVE = (sys.executable, "-m", "escalator", "serve")
 
@@ -50,6 +50,7 @@ class ProxyProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=dying_with_parent(),
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
