@@ -89,12 +89,11 @@ class SqliteBudgetStore(MemoryBudgetStore):
         return True
 
     def _get(self, key: str, now: float) -> _Counters | None:
-        counters = self._keys.get(key)
-        if counters is None and not self._complete:
+        if not self._complete and key not in self._keys:  # it may have left memory: read back
             row = self._reader.execute(f"{_SELECT} AND key = ?", (now, key)).fetchone()
             if row is not None:
-                counters = self._keys[key] = _Counters(row[1], row[2], bool(row[3]), row[4])
-        return super()._get(key, now) if counters is not None else None
+                self._keys[key] = _Counters(row[1], row[2], bool(row[3]), row[4])
+        return super()._get(key, now)
 
     def _sweep(self, now: float) -> None:
         super()._sweep(now)

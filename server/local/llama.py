@@ -19,7 +19,7 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 from server.local.models import ModelSetupError
-from server.local.process import dying_with_parent, free_port, log_tail, stop_process_group
+from server.local.process import free_port, log_tail, start_child, stop_process_group
 
 
 @dataclass
@@ -64,14 +64,7 @@ class LlamaServer:
         ]
         if self.chat_format:
             command += ["--chat_format", self.chat_format]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=dying_with_parent(),
-            )
+        self.process = start_child(command, self.log_path)
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:

@@ -39,6 +39,19 @@ def dying_with_parent() -> Callable[[], None] | None:
     return set_death_signal
 
 
+def start_child(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `command` in a process group of its own (so `stop_process_group` stops all of
+    it), its output appended to `log_path`, dying with this process."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=dying_with_parent(),
+        )
+
+
 def stop_process_group(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """SIGTERM the process's group (it was started with start_new_session), SIGKILL it if
     it has not exited within `timeout_s`."""

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import tomli_w
 
-from server.local.process import dying_with_parent, log_tail, stop_process_group
+from server.local.process import log_tail, start_child, stop_process_group
 
 SERVE = (sys.executable, "-m", "escalator", "serve")
 
@@ -44,14 +44,10 @@ class ProxyProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / "escalator.toml"
         path.write_text(tomli_w.dumps(self.config))
-        with (self.directory / "proxy.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [*SERVE, "--config", str(path), "--log-level", "warning"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=dying_with_parent(),
-            )
+        self.process = start_child(
+            [*SERVE, "--config", str(path), "--log-level", "warning"],
+            self.directory / "proxy.log",
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
