@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from router.state import Message, recent_text
+from router.embedding import TEXTS, render
+from router.state import Message
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DIM = 384
@@ -39,8 +40,15 @@ class MiniLm:
     dim = DIM
 
     def __init__(
-        self, turns: int = 4, max_chars: int = 2_000, max_tokens: int = 40, dim: int = DIM
+        self,
+        turns: int = 4,
+        max_chars: int = 2_000,
+        max_tokens: int = 40,
+        dim: int = DIM,
+        text: str = "recent",
     ) -> None:
+        if text not in TEXTS:
+            raise ValueError(f"minilm embedding text must be one of {', '.join(TEXTS)}")
         if dim != DIM:
             raise ValueError(f"all-MiniLM-L6-v2 embeds in {DIM} dimensions, not {dim}")
         try:
@@ -58,7 +66,7 @@ class MiniLm:
                 raise EmbedderUnavailable(f"{path} is missing")
         if hashlib.sha256(model.read_bytes()).hexdigest() != MODEL_SHA256:
             raise EmbedderUnavailable(f"{model} is not the pinned all-MiniLM-L6-v2 int8 model")
-        self.turns, self.max_chars = turns, max_chars
+        self.turns, self.max_chars, self.text = turns, max_chars, text
         self._np = np
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         # Keep the end: the newest turns say most about the step at hand.
@@ -71,7 +79,7 @@ class MiniLm:
         )
 
     def embed_messages(self, messages: Sequence[Message]) -> list[float]:
-        return self.embed(recent_text(messages, self.turns, self.max_chars))
+        return self.embed(render(messages, self.text, self.turns, self.max_chars))
 
     def embed(self, text: str) -> list[float]:
         np = self._np

@@ -1,14 +1,21 @@
 """Step state: what the helper knows about one agent step, and its cheap features.
 
-Features read the trajectory deliberately rather than the whole history: the latest
-observation (its length, whether it looks like a failed tool call), whether the agent is
-repeating itself, and how far into the episode it is. Dumping every turn dilutes the
-signal; ignoring the trajectory routes follow-up turns wrongly.
+Observations reach the proxy in whatever shape the agent sends them: `tool` messages (tool
+calling), `user` messages (text agents, games, ReAct), or both. So nothing here keys on a
+role. A step's transcript is read as turns: the task (the first user message), then
+alternating agent actions (assistant messages) and observations (every non-assistant
+message since the previous action). The newest observation is kept apart from the history:
+it says most about the step at hand, and dumping every turn into one text dilutes it.
+
+Features read the trajectory deliberately: whether the newest observation looks like a
+failure, how long failures have gone on, whether the agent repeats an action or sees the same
+observation again (stuck), and how far into the episode it is.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,13 +24,20 @@ from typing import Any
 Message = Mapping[str, Any]
 Features = dict[str, float]
 
+# Failures as tools and text environments word them: exceptions and HTTP-ish errors, and
+# the refusals of games and simulators ("You can't go that way.", "Nothing happens.").
 _ERROR_PATTERN = re.compile(
-    r"\b(error|exception|traceback|failed|failure|invalid|not found|denied|timed? ?out)\b",
+    r"\b(error|exception|traceback|failed|failure|invalid|not found|denied|timed? ?out"
+    r"|nothing happens|can'?t|cannot|unable|no such|not possible|not allowed|unknown"
+    r"|incorrect|wrong|try again|don'?t (?:know|understand|see))\b",
     re.IGNORECASE,
 )
 # Only the head of an observation is scanned: errors announce themselves early, and a
 # bounded scan keeps the decision fast on long tool outputs.
 _ERROR_SCAN_CHARS = 2_000
+_SIGNATURE_CHARS = 500  # actions and observations are compared on their heads
+# A ReAct turn acts in its `Action:` (and `Action Input:`) lines; its thoughts vary freely.
+_REACT_ACTION = re.compile(r"^\s*action(?: input)?\s*:.*$", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +56,16 @@ class StepState:
 
 
 def message_text(message: Message) -> str:
-    """The text of a message, whatever shape its content has."""
+    """The text of a message, whatever shape its content has (text parts only)."""
     content = message.get("content")
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping))
+        return "\n".join(
+            text
+            for part in content
+            if isinstance(part, Mapping) and isinstance(text := part.get("text"), str)
+        )
     return ""
 
 
@@ -61,41 +79,108 @@ def _action_signature(message: Message) -> str:
             if isinstance(fn, Mapping):
                 parts.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
         return ";".join(parts)
-    return message_text(message).strip()
+    text = message_text(message)
+    react = _REACT_ACTION.findall(text)
+    return "\n".join(line.strip() for line in react) if react else text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Turns:
+    """A transcript as the agent's loop: task, then (action, observation) pairs."""
+
+    task: str
+    actions: list[str]  # each assistant turn's signature, oldest first
+    observations: list[str]  # the text that followed each action (and the first, before any)
+    observation_roles: list[set[str]]
+
+
+def split_turns(messages: Sequence[Message]) -> Turns:
+    task = ""
+    actions: list[str] = []
+    observations: list[str] = [""]
+    roles: list[set[str]] = [set()]
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant":
+            actions.append(_action_signature(message))
+            observations.append("")
+            roles.append(set())
+            continue
+        if role in ("system", "developer"):
+            continue
+        text = message_text(message)
+        if role == "user" and not task:
+            task = text
+        observations[-1] = f"{observations[-1]}\n{text}" if observations[-1] else text
+        roles[-1].add(str(role))
+    return Turns(task, actions, observations, roles)
+
+
+def _looks_failed(text: str) -> bool:
+    return bool(_ERROR_PATTERN.search(text[:_ERROR_SCAN_CHARS]))
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text[:_SIGNATURE_CHARS].lower().split())
 
 
 def extract_features(messages: Sequence[Message], step: int) -> Features:
     """Cheap, bounded-cost features of a chat transcript at a given step."""
     n_assistant = n_tool = n_tool_errors = 0
-    signatures: list[str] = []
     for message in messages:
         role = message.get("role")
         if role == "assistant":
             n_assistant += 1
-            signatures.append(_action_signature(message))
         elif role == "tool":
             n_tool += 1
-            if _ERROR_PATTERN.search(message_text(message)[:_ERROR_SCAN_CHARS]):
+            if _looks_failed(message_text(message)):
                 n_tool_errors += 1
+    turns = split_turns(messages)
+    actions = turns.actions
 
     last = messages[-1] if messages else {}
     last_text = message_text(last)
-    last_role = last.get("role")
-    last_is_observation = last_role in ("tool", "function")
-    last_error = bool(last_is_observation and _ERROR_PATTERN.search(last_text[:_ERROR_SCAN_CHARS]))
-    latest_action = signatures[-1] if signatures else ""
-    repeats = signatures[:-1].count(latest_action) if latest_action else 0
+    last_is_tool = last.get("role") in ("tool", "function")
+    latest_action = actions[-1] if actions else ""
+    repeats = actions[:-1].count(latest_action) if latest_action else 0
 
+    # Observations that answered an action (the first one is the task itself).
+    answered = turns.observations[1:]
+    failed = [_looks_failed(o) for o in answered]
+    seen = [_normalised(o) for o in answered]
+    newest = turns.observations[-1]
+    newest_failed = bool(answered) and failed[-1]
+    obs_repeated = seen[:-1].count(seen[-1]) if answered and seen[-1] else 0
+    error_streak = stuck_streak = 0
+    for i in range(len(answered) - 1, -1, -1):
+        if not failed[i]:
+            break
+        error_streak += 1
+    for i in range(len(answered) - 1, -1, -1):
+        if not (failed[i] or (seen[i] and seen[:i].count(seen[i]))):
+            break
+        stuck_streak += 1
+    newest_roles = turns.observation_roles[-1]
     return {
         "step": float(step),
         "n_messages": float(len(messages)),
         "n_assistant": float(n_assistant),
         "n_tool": float(n_tool),
         "tool_error_rate": n_tool_errors / n_tool if n_tool else 0.0,
-        "last_is_observation": float(last_is_observation),
-        "last_tool_error": float(last_error),
+        "last_is_observation": float(last_is_tool),
+        "last_tool_error": float(last_is_tool and _looks_failed(last_text)),
         "last_observation_chars": float(len(last_text)),
         "repeated_actions": float(repeats),
+        "obs_failed": float(newest_failed),
+        "obs_failure_rate": sum(failed) / len(failed) if failed else 0.0,
+        "failure_streak": float(error_streak),
+        "stuck_streak": float(stuck_streak),
+        "obs_repeated": float(obs_repeated),
+        "obs_from_user": float("user" in newest_roles),
+        "obs_from_tool": float(bool(newest_roles & {"tool", "function"})),
+        "obs_log_chars": math.log1p(len(newest)),
+        "action_log_chars": math.log1p(len(latest_action)),
+        "log_step": math.log1p(step),
     }
 
 
@@ -142,15 +227,48 @@ FEATURE_NAMES = (
     "draft_uncertainty",
     "draft_min_logprob",
     "draft_truncated",
+    "obs_failed",
+    "obs_failure_rate",
+    "failure_streak",
+    "stuck_streak",
+    "obs_repeated",
+    "obs_from_user",
+    "obs_from_tool",
+    "obs_log_chars",
+    "action_log_chars",
+    "log_step",
 )  # every feature a helper may be trained on
 
 
 def recent_text(messages: Sequence[Message], turns: int = 4, max_chars: int = 2_000) -> str:
     """The latest turns as one string, newest last, for text models of the state; an
-    assistant turn is its tool calls when it made any."""
+    assistant turn is its tool calls when it made any. (The rendering of helpers trained
+    before `state_text`; kept so their weights keep their meaning.)"""
     lines = [
         f"{m.get('role', '?')}: "
         + (_action_signature(m) if m.get("role") == "assistant" else message_text(m))
         for m in messages[-turns:]
     ]
     return "\n".join(lines)[-max_chars:]
+
+
+TEXT_LABELS = ("TASK", "EARLIER", "ACTION", "OBSERVATION")
+
+
+def state_text(messages: Sequence[Message], max_chars: int = 2_000) -> str:
+    """The state as labelled lines, newest last: the task, the previous observation, the
+    agent's latest action, then the newest observation, each cut to its own share of
+    `max_chars` so a long history never crowds out the observation at hand. Whatever role
+    carried an observation, it renders the same."""
+    turns = split_turns(messages)
+    newest = turns.observations[-1] if turns.actions else ""
+    earlier = turns.observations[-2] if len(turns.observations) > 1 else ""
+    action = turns.actions[-1] if turns.actions else ""
+    share = max_chars // 8
+    fields = (
+        ("TASK", turns.task[: share * 2]),
+        ("EARLIER", earlier[-share:] if earlier != turns.task else ""),
+        ("ACTION", action[-share:]),
+        ("OBSERVATION", newest[-share * 4 :]),
+    )
+    return "\n".join(f"{label}: {' '.join(text.split())}" for label, text in fields if text)

@@ -276,9 +276,10 @@ def test_train_command_prints_a_table_and_writes_helpers(tmp_path: Path) -> None
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    for expected in ("helper C=0.5", "helper C=1", "PRM threshold", "report:"):
+    for expected in ("C=0.5", "C=1", "never", "random", "PRM threshold", "report:"):
         assert expected in done.stderr
     assert (tmp_path / "out" / "C0.5" / "learned" / "helper.json").exists()
+    assert (tmp_path / "out" / "C0.5" / "selected" / "helper.json").exists()
     assert (tmp_path / "out" / "C1" / "table" / "helper.json").exists()
     bad = subprocess.run(
         [sys.executable, "-m", "escalator", "train", "--logs", "x", "--out", "y", "--budget", "-1"],

@@ -45,6 +45,33 @@ def test_train_installs_the_helper_and_reloads_the_proxy(
         return next_step_policy(proxy, "agent", KEYS["acme"])
 
     assert policy_of_next_step() == load_artifact(current).policy_id
+    before = current.resolve()
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "escalator",
+            "train",
+            "--logs",
+            str(tmp_path / "logs"),
+            "--out",
+            str(tmp_path / "refused"),
+            "--budget",
+            "1",
+            "--cap",
+            "1",
+            "--install",
+            str(current),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # 400 sessions at a cap of one: the gain cannot be told from noise, so the running
+    # helper stays.
+    assert refused.returncode == 3, refused.stderr
+    assert "not installed" in refused.stderr and "--force" in refused.stderr
+    assert current.resolve() == before
     done = subprocess.run(
         [
             sys.executable,
@@ -61,6 +88,7 @@ def test_train_installs_the_helper_and_reloads_the_proxy(
             "7",
             "--install",
             str(current),
+            "--force",
             "--reload",
             proxy.url,
         ],
@@ -71,6 +99,7 @@ def test_train_installs_the_helper_and_reloads_the_proxy(
     )
     assert done.returncode == 0, done.stderr
     assert f"{proxy.url}: reloaded" in done.stderr
+    assert "--force: installing" in done.stderr
     new = load_artifact(current).policy_id
     assert new != load_artifact(first.budgets[0].learned_dir).policy_id
     assert policy_of_next_step() == new

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -21,6 +22,9 @@ from rich.progress import (
 from rich.table import Table
 
 from training.dataset import DatasetError
+
+if TYPE_CHECKING:
+    from training.pipeline import TrainResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--install",
         metavar="PATH",
         help="point this symlink (e.g. escalator-data/helpers/current) at the first "
-        "budget's learned helper, atomically",
+        "budget's selected helper, atomically; refused unless it beats never (and the helper "
+        "installed there) beyond its uncertainty",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="install even where the estimates do not show the helper is better",
     )
     parser.add_argument(
         "--reload",
@@ -97,41 +107,78 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
             return 1
     for line in result.summary.lines_of_text():
         console.print(line)
-    table = Table(title="held-out sessions (off-policy, doubly robust)")
-    for column in ("policy", "success", "interventions/episode", "ESS"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+    console.print(selection_table(result))
     for budget in result.budgets:
-        for e in budget.estimates[:2]:
-            table.add_row(
-                e.policy,
-                f"{e.success_dr:.3f} ± {1.96 * e.success_se:.3f}",
-                f"{e.usage_dr:.2f}",
-                f"{e.ess:,.0f}",
-            )
-        for e in budget.estimates[2:]:
-            table.add_row(
-                f"  {e.policy}", f"{e.success_dr:.3f}", f"{e.usage_dr:.2f}", f"{e.ess:,.0f}"
-            )
-    current = result.current
-    table.add_row(current.policy, f"{current.success_dr:.3f}", f"{current.usage_dr:.2f}", "")
-    console.print(table)
-    for budget in result.budgets:
-        console.print(f"C={budget.target:g}: helper {budget.learned_dir}")
+        chosen = budget.selected.directory if budget.selected else budget.learned_dir
+        console.print(f"C={budget.target:g}: helper {chosen}")
     console.print(f"report: {result.report}")
     if args.install:
         from training.rollout import RolloutError, install, reload
 
+        chosen = result.selected.directory if result.selected else result.budgets[0].learned_dir
+        if not _may_install(result, Path(args.install), args.force, console):
+            return 3
         try:
-            version = install(result.budgets[0].learned_dir, Path(args.install))
-            console.print(
-                f"installed {result.budgets[0].learned_dir} at {args.install} ({version})"
-            )
+            version = install(chosen, Path(args.install))
+            console.print(f"installed {chosen} at {args.install} ({version})")
             for line in reload(args.reload, os.environ.get("ESCALATOR_ADMIN_KEY")):
                 console.print(line)
         except (OSError, RolloutError) as exc:
             console.print(f"[red]escalator train: install failed:[/red] {exc}")
             return 1
     return 0
+
+
+def selection_table(result: TrainResult) -> Table:
+    """The chosen helper per target against the baselines at its usage (cross-fitted
+    first-order doubly robust estimates over every session)."""
+    table = Table(title="every logged session, cross-fitted (first-order doubly robust)")
+    for column in ("policy", "success (95%)", "interventions/episode", "ESS", "support"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for budget in result.budgets:
+        selected = budget.selected
+        if selected is None:
+            table.add_row(f"C={budget.target:g}: no candidate is estimable", "", "", "", "")
+            continue
+        for e in [selected.estimate, *selected.baselines]:
+            name = f"C={budget.target:g} {e.policy}" if e is selected.estimate else f"  {e.policy}"
+            figure = (
+                f"{e.success:.3f} ± {1.96 * e.success_se:.3f}"
+                if e.estimable
+                else f"not estimable ({e.success:.3f})"
+            )
+            support = f"{e.support[0]}/{e.support[1]}" if e.usage else ""
+            table.add_row(name, figure, f"{e.usage:.2f}", f"{e.ess:,.0f}", support)
+    current = result.current
+    table.add_row(current.policy, f"{current.success_dr:.3f}", f"{current.usage_dr:.2f}", "", "")
+    return table
+
+
+def _may_install(result: TrainResult, target: Path, force: bool, console: Console) -> bool:
+    from training.gate import check, judge_installed
+
+    selected = result.selected
+    if selected is None or result.dataset is None or result.evidence is None:
+        verdict_ok, reasons = False, ["no candidate helper is estimable from these logs"]
+    else:
+        installed, note = judge_installed(target, result.dataset, result.evidence)
+        verdict = check(selected.estimate, installed, note)
+        verdict_ok, reasons = verdict.install, verdict.reasons
+    for reason in reasons:
+        console.print(f"  {reason}")
+    if verdict_ok:
+        return True
+    if force:
+        console.print(
+            "[bold yellow]escalator train: --force: installing a helper the estimates do "
+            "not show to be better[/bold yellow]"
+        )
+        return True
+    console.print(
+        "[red]escalator train: not installed:[/red] the helper is not shown to be better "
+        "(collect more sessions with exploration, or --force)"
+    )
+    return False
 
 
 def _check(args: argparse.Namespace) -> str | None:

@@ -1,11 +1,12 @@
 """The training input: step-log segments joined with session outcomes into trajectories.
 
 Reads every `*.jsonl` and `*.jsonl.gz` file under a directory (the proxy's rotated segments,
-DESIGN.md "The step record"). A step belongs to a trajectory (s_0, a_0, ..., s_T, z) when
-it was routed (it has a decision), its session reported an outcome, and the session's steps
-are complete (indices 0..T-1 with none missing: a gap means a dropped log row, and a
-trajectory with a hole would teach the wrong transitions). Everything left out is counted in
-`LoadSummary`, and malformed lines are skipped, never fatal.
+DESIGN.md "The step record"). Step feedback records (`kind: feedback`, a per-step reward the
+environment reported) are summed per step into `reward`. A step belongs to a trajectory
+(s_0, a_0, ..., s_T, z) when it was routed (it has a decision), its session reported an
+outcome, and the session's steps are complete (indices 0..T-1 with none missing: a gap
+means a dropped log row, and a trajectory with a hole would teach the wrong transitions).
+Everything left out is counted in `LoadSummary`, and malformed lines are skipped, never fatal.
 
 The result is a struct of numpy arrays, one row per step, sorted by (session, step).
 """
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from router.state import FEATURE_NAMES, Message, recent_text
+from router.state import FEATURE_NAMES, Message, state_text
 
 BASE = "base"
 
@@ -35,6 +36,8 @@ class LoadSummary:
     malformed: int = 0
     steps: int = 0
     outcomes: int = 0
+    feedback: int = 0
+    feedback_unmatched: int = 0  # feedback for a step or session not in the logs
     unrouted_steps: int = 0  # pass-through models and one-step sessions: nothing decided
     other_route_steps: int = 0
     sessions_without_outcome: int = 0
@@ -46,7 +49,7 @@ class LoadSummary:
     def lines_of_text(self) -> list[str]:
         out = [
             f"{self.files} files, {self.lines:,} lines: {self.steps:,} steps, "
-            f"{self.outcomes:,} outcomes",
+            f"{self.outcomes:,} outcomes, {self.feedback:,} step feedback",
             f"used {self.steps_used:,} steps in {self.sessions_used:,} sessions",
         ]
         skipped = {
@@ -55,6 +58,7 @@ class LoadSummary:
             "steps of other routes": self.other_route_steps,
             "sessions without an outcome": self.sessions_without_outcome,
             "incomplete sessions": self.incomplete_sessions,
+            "feedback records for unknown steps": self.feedback_unmatched,
         }
         out += [f"skipped {n:,} {what}" for what, n in skipped.items() if n]
         out += [f"  e.g. {example}" for example in self.malformed_examples]
@@ -85,6 +89,7 @@ class Dataset:
     cost: np.ndarray
     p_escalate: np.ndarray
     features: np.ndarray  # float32, columns FEATURE_NAMES
+    reward: np.ndarray  # per step: the environment's step rewards, summed (0 where none)
     texts: list[str] | None
     digest: str  # sha256 over every line read, in file order
 
@@ -95,6 +100,10 @@ class Dataset:
     @property
     def n_sessions(self) -> int:
         return len(self.sessions)
+
+    @property
+    def has_step_rewards(self) -> bool:
+        return bool(np.any(self.reward != 0))
 
     @property
     def is_last(self) -> np.ndarray:
@@ -126,6 +135,7 @@ class Dataset:
             cost=self.cost[rows],
             p_escalate=self.p_escalate[rows],
             features=self.features[rows],
+            reward=self.reward[rows],
             texts=None if self.texts is None else [self.texts[i] for i in rows],
             digest=self.digest,
         )
@@ -141,7 +151,7 @@ def segment_files(directory: Path) -> list[Path]:
 
 
 def load_dataset(
-    directory: str | Path, route: str | None = None, text_turns: int = 4
+    directory: str | Path, route: str | None = None, text_chars: int = 2_000
 ) -> tuple[Dataset, LoadSummary]:
     """Read a log directory into trajectories; raise DatasetError when nothing is usable."""
     directory = Path(directory)
@@ -153,6 +163,7 @@ def load_dataset(
         raise DatasetError(f"{directory}: no step-log segments (*.jsonl, *.jsonl.gz)")
     steps: dict[tuple[str, str], list[_Row]] = {}
     outcomes: dict[tuple[str, str], float] = {}
+    feedback: list[tuple[tuple[str, str], Any, Any, float]] = []
     digest = hashlib.sha256()
     for record in _records(files, summary, digest):
         kind = record.get("kind")
@@ -160,6 +171,13 @@ def load_dataset(
         if kind == "outcome":
             summary.outcomes += 1
             outcomes[key] = 1.0 if record.get("success") is True else 0.0
+        elif kind == "feedback":
+            reward = record.get("reward")
+            if isinstance(reward, bool) or not isinstance(reward, int | float):
+                _malformed(summary, f"feedback for {key[1]}: reward is not a number")
+                continue
+            summary.feedback += 1
+            feedback.append((key, record.get("step"), record.get("request_id"), float(reward)))
         elif kind == "step":
             summary.steps += 1
             if record.get("decision") is None or record.get("one_step"):
@@ -167,8 +185,35 @@ def load_dataset(
             elif route is not None and record.get("route") != route:
                 summary.other_route_steps += 1
             else:
-                steps.setdefault(key, []).append(_step_row(record, summary, text_turns))
-    return _assemble(steps, outcomes, summary, digest.hexdigest()), summary
+                steps.setdefault(key, []).append(_step_row(record, summary, text_chars))
+    rewards = _step_rewards(steps, feedback, summary)
+    return _assemble(steps, outcomes, rewards, summary, digest.hexdigest()), summary
+
+
+def _step_rewards(
+    steps: dict[tuple[str, str], list[_Row]],
+    feedback: list[tuple[tuple[str, str], Any, Any, float]],
+    summary: LoadSummary,
+) -> dict[tuple[str, str, int], float]:
+    """Feedback summed per (tenant, session, step); a record names its step by index, or by
+    the step's request id."""
+    by_id = {
+        (key, row.request_id): row.step
+        for key, rows in steps.items()
+        for row in rows
+        if row.step >= 0
+    }
+    out: dict[tuple[str, str, int], float] = {}
+    for key, step, request_id, reward in feedback:
+        if isinstance(step, int) and not isinstance(step, bool):
+            index: int | None = step
+        else:
+            index = by_id.get((key, str(request_id)))
+        if index is None or key not in steps:
+            summary.feedback_unmatched += 1
+            continue
+        out[(*key, index)] = out.get((*key, index), 0.0) + reward
+    return out
 
 
 def _records(files: list[Path], summary: LoadSummary, digest: Any) -> Iterator[dict[str, Any]]:
@@ -188,8 +233,11 @@ def _records(files: list[Path], summary: LoadSummary, digest: Any) -> Iterator[d
                     if not isinstance(record, dict) or record.get("kind") not in (
                         "step",
                         "outcome",
+                        "feedback",
                     ):
-                        _malformed(summary, f"{path.name}:{number}: not a step or outcome record")
+                        _malformed(
+                            summary, f"{path.name}:{number}: not a step, outcome or feedback record"
+                        )
                         continue
                     yield record
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -207,6 +255,7 @@ class _Row(NamedTuple):
     (features packed as float32 bytes)."""
 
     step: int
+    request_id: str
     ts: float
     action: int
     propensity: float
@@ -218,10 +267,10 @@ class _Row(NamedTuple):
     text: str | None
 
 
-_MALFORMED_STEP = _Row(-1, 0.0, 0, 0.0, 0, 0, 0, 0.0, b"", None)
+_MALFORMED_STEP = _Row(-1, "", 0.0, 0, 0.0, 0, 0, 0, 0.0, b"", None)
 
 
-def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> _Row:
+def _step_row(record: dict[str, Any], summary: LoadSummary, text_chars: int) -> _Row:
     try:
         decision = record["decision"]
         state = record.get("state") or {}
@@ -233,6 +282,7 @@ def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> 
         explored = bool(decision.get("explored"))
         return _Row(
             step=int(record["step"]),
+            request_id=str(record.get("id", "")),
             ts=float(record.get("ts") or 0.0),
             action=action,
             propensity=float(decision.get("propensity", 1.0)),
@@ -243,7 +293,7 @@ def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> 
             else 0,
             p_escalate=float(decision.get("p_escalate", 0.0)),
             features=array("f", [float(features.get(n, 0.0)) for n in FEATURE_NAMES]).tobytes(),
-            text=recent_text(messages, text_turns) if isinstance(messages, list) else None,
+            text=state_text(messages, text_chars) if isinstance(messages, list) else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         _malformed(summary, f"step {record.get('id', '?')}: missing or mistyped fields")
@@ -253,10 +303,11 @@ def _step_row(record: dict[str, Any], summary: LoadSummary, text_turns: int) -> 
 def _assemble(
     steps: dict[tuple[str, str], list[_Row]],
     outcomes: dict[tuple[str, str], float],
+    rewards: dict[tuple[str, str, int], float],
     summary: LoadSummary,
     digest: str,
 ) -> Dataset:
-    kept: list[tuple[str, float, list[_Row]]] = []
+    kept: list[tuple[tuple[str, str], float, list[_Row]]] = []
     for key, rows in steps.items():
         rows = [r for r in rows if r is not _MALFORMED_STEP]
         if not rows:
@@ -268,8 +319,8 @@ def _assemble(
         if [r.step for r in rows] != list(range(len(rows))):
             summary.incomplete_sessions += 1
             continue
-        kept.append((f"{key[0]}/{key[1]}", outcomes[key], rows))
-    kept.sort(key=lambda item: item[0])
+        kept.append((key, outcomes[key], rows))
+    kept.sort(key=lambda item: f"{item[0][0]}/{item[0][1]}")
     rows = [r for _, _, session_rows in kept for r in session_rows]
     summary.sessions_used = len(kept)
     summary.steps_used = len(rows)
@@ -278,12 +329,15 @@ def _assemble(
     lengths = np.array([len(session_rows) for _, _, session_rows in kept])
     limits = np.repeat([session_rows[0].remaining for _, _, session_rows in kept], lengths)
     texts = [r.text for r in rows if r.text is not None]
+    reward = [
+        rewards.get((*key, r.step), 0.0) for key, _, session_rows in kept for r in session_rows
+    ]
 
     def column(name: str, dtype: Any) -> np.ndarray:
         return np.array([getattr(r, name) for r in rows], dtype=dtype)
 
     return Dataset(
-        sessions=[name for name, _, _ in kept],
+        sessions=[f"{key[0]}/{key[1]}" for key, _, _ in kept],
         success=np.array([z for _, z, _ in kept], dtype=np.float64),
         start=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         session=np.repeat(np.arange(len(kept)), lengths).astype(np.int32),
@@ -298,6 +352,7 @@ def _assemble(
         features=np.frombuffer(b"".join(r.features for r in rows), dtype=np.float32)
         .reshape(len(rows), len(FEATURE_NAMES))
         .copy(),
+        reward=np.array(reward, dtype=np.float64),
         texts=texts if len(texts) == len(rows) else None,  # None: some content not captured
         digest=digest,
     )

@@ -19,6 +19,10 @@ import numpy as np
 from router.embedding import HashedNgrams
 from router.state import FEATURE_NAMES
 
+# The newest observation is the state text's last line; 96 tokens keep it and the action
+# before it on game-like observations (left truncation drops the task first).
+MINILM_TOKENS = 96
+
 
 @dataclass(frozen=True)
 class EmbeddingSpec:
@@ -31,8 +35,12 @@ class EmbeddingSpec:
         if self.kind == "none":
             return None
         if self.kind == "hashed":
-            return {"kind": "hashed", "dim": self.dim}
-        return {"kind": "minilm", "max_tokens": 40}
+            return {"kind": "hashed", "dim": self.dim, "text": "labelled"}
+        return {
+            "kind": "minilm",
+            "max_tokens": MINILM_TOKENS,
+            "text": "labelled",
+        }
 
 
 def feature_columns(features: np.ndarray, exclude: Sequence[str] = ()) -> list[int]:
@@ -81,14 +89,14 @@ def embed_texts(
 
 
 def _hashed(texts: list[str], dim: int) -> np.ndarray:
-    embedder = HashedNgrams(dim=dim)
+    embedder = HashedNgrams(dim=dim, text="labelled")
     return np.array([embedder.embed(t) for t in texts], dtype=np.float32).reshape(-1, dim)
 
 
 def _minilm(texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:
     from router.minilm import MiniLm
 
-    model = MiniLm(max_tokens=40)
+    model = MiniLm(max_tokens=MINILM_TOKENS, text="labelled")
     rows = []
     for text in texts:
         rows.append(model.embed(text))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeCV
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class LinearModel:
     weights: np.ndarray  # one per column of the matrix it was fitted on
 
     def logit(self, matrix: np.ndarray) -> np.ndarray:
+        """The linear function itself (a logit for a logistic fit, the value for a ridge)."""
         logit: np.ndarray = matrix @ self.weights.astype(matrix.dtype) + np.float32(self.bias)
         return logit
 
@@ -66,3 +67,36 @@ def fit_logistic(
     model.fit((x - mean) / scale, y)
     w = model.coef_[0] / scale
     return LinearModel(float(model.intercept_[0] - np.dot(w, mean)), w)
+
+
+RIDGE_ALPHAS = np.logspace(-1, 5, 13)
+
+
+def fit_ridge(
+    matrix: np.ndarray,
+    target: np.ndarray,
+    rows: np.ndarray,
+    max_rows: int = 200_000,
+    seed: int = 0,
+    scaled: np.ndarray | None = None,
+) -> LinearModel:
+    """Ridge regression of a continuous target on `rows` (a boolean mask), its penalty chosen
+    by efficient leave-one-out over RIDGE_ALPHAS, so a noisy target is shrunk towards its
+    mean rather than fitted; the same scaling and sampling as `fit_logistic`."""
+    index = np.flatnonzero(rows)
+    if len(index) > max_rows:
+        index = np.random.default_rng(seed).choice(index, size=max_rows, replace=False)
+    if len(index) < 2:
+        mean = float(target[index].mean()) if len(index) else 0.0
+        return LinearModel(mean, np.zeros(matrix.shape[1]))
+    x = matrix[index].astype(np.float64)
+    y = target[index].astype(np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    if scaled is not None:
+        mean[~scaled] = 0.0
+        scale[~scaled] = 1.0
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / scale, y)
+    w = model.coef_ / scale
+    return LinearModel(float(model.intercept_ - np.dot(w, mean)), w)

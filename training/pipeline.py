@@ -2,22 +2,37 @@
 
 1. dataset from the logs   2. PRM (+ calibration on held-out sessions)   3. tabular MDP
 4. DP with the λ search per target C   5. helper imitating the DP, exported
-6. off-policy evaluation against the current policy and the baselines at equal usage, and
-the report. Sessions are split once (seeded) into training and held-out; every figure in
-the report is measured on held-out sessions.
+6. off-policy evaluation against the current policy and the baselines at equal usage
+7. the value of intervening per state (training/advantage.py), candidates judged on every
+session by cross-fitting, the chosen helper exported as `C<target>/selected`, and the report.
+Sessions are split once (seeded) into training and held-out for the PRM, the DP and its
+helper; their figures are measured on held-out sessions. The candidates of stage 7 are
+cross-fitted over session folds instead, so each session's figures come from models that
+did not see it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from training import dp
+from training.advantage import (
+    AdvantageConfig,
+    escalation_propensity,
+    estimate_effects,
+    informative,
+    returns,
+    session_folds,
+)
+from training.candidates import Candidate, Choice, export_choice, score_candidates, select
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
 from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
@@ -40,6 +55,7 @@ from training.prm import (
     calibration,
     fit_action_values,
 )
+from training.selection import Evidence, PolicyEstimate, baselines_at
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class TrainConfig:
     l2: float = 1.0
     max_fit_rows: int = 100_000  # rows sampled for each logistic fit
     min_sessions: int = 20
+    folds: int = 5  # session folds for cross-fitting the candidates
+    select_tolerance: float = 1.0  # standard errors of gain traded for fewer interventions
 
 
 @dataclass
@@ -78,6 +96,31 @@ class BudgetResult:
     learned_dir: Path
     table_dir: Path | None
     estimates: list[Estimate] = field(default_factory=list)
+    selected: Selected | None = None
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The helper chosen among the candidates for one target, as exported, with the
+    figures it was chosen on (cross-fitted, every session)."""
+
+    name: str
+    directory: Path
+    estimate: PolicyEstimate
+    baselines: list[PolicyEstimate]  # never, always, random and PRM threshold at its usage
+    frontier: list[PolicyEstimate]  # every candidate at every threshold judged
+
+    @property
+    def predicted_success(self) -> float:
+        return self.estimate.success
+
+    @property
+    def predicted_usage(self) -> float:
+        return self.estimate.usage
+
+    @property
+    def never(self) -> PolicyEstimate:
+        return self.baselines[0]
 
 
 @dataclass
@@ -96,6 +139,13 @@ class TrainResult:
     state_value: np.ndarray  # the PRM's P(success) of every logged step
     eligible: np.ndarray  # logged steps that began with budget for an intervention
     report: Path | None = None
+    dataset: Dataset | None = None
+    evidence: Evidence | None = None  # what the candidates were judged on
+
+    @property
+    def selected(self) -> Selected | None:
+        """The chosen helper of the first target (what `--install` installs)."""
+        return self.budgets[0].selected if self.budgets else None
 
 
 Stage = Callable[[str, int | None], Callable[[int], None]]
@@ -304,6 +354,36 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             results.append(result)
             advance(1)
 
+    # 7. Candidates, cross-fitted on every session; the chosen one per target exported.
+    with timed("candidates"):
+        stage("value of intervening, candidates", None)(0)
+        evidence, candidates = _candidates(
+            config, data, matrix, inputs, value, linear_prm, cost, cap
+        )
+        risk = candidates[-1].scores
+        assert risk is not None
+        for result in results:
+            name = _target_name(result.target)
+            fixed = Candidate(
+                f"DP helper C={name}",
+                flags=(helper_flags[f"helper C={name}"] & eligible).astype(np.float64),
+                sessions=held_out_session,
+                directory=result.learned_dir,
+            )
+            choice = select(evidence, [*candidates, fixed], result.target, config.select_tolerance)
+            if choice is not None:
+                result.selected = _export_selected(
+                    choice,
+                    out / f"C{name}" / "selected",
+                    matrix,
+                    evidence,
+                    risk,
+                    columns,
+                    spec.artifact_entry(),
+                    meta,
+                    result.target,
+                )
+
     current = as_logged(test, evaluate_policy("", data.action.astype(np.float64)))
     lengths = np.diff(test.start)
     logged = {
@@ -328,12 +408,78 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         escalation_by_step=by_step,
         state_value=value,
         eligible=eligible,
+        dataset=data,
+        evidence=evidence,
     )
     stage("writing the report", None)(0)
     from training.report import write_report
 
     trained.report = write_report(trained, out)
     return trained
+
+
+def _candidates(
+    config: TrainConfig,
+    data: Dataset,
+    matrix: np.ndarray,
+    inputs: StateInputs,
+    value: np.ndarray,
+    linear_prm: LinearPrm | None,
+    cost: int,
+    cap: int,
+) -> tuple[Evidence, list[Candidate]]:
+    rows = informative(data, cost)
+    folds = session_folds(data.n_sessions, config.folds, config.seed)
+    settings = AdvantageConfig(folds=config.folds, max_rows=config.max_fit_rows, seed=config.seed)
+    effects = [
+        estimate_effects(name, target, matrix, data, rows, folds, settings, inputs.scaled)
+        for name, target in returns(data).items()
+    ]
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=effects[0].pseudo,  # the outcome's: every candidate is judged on P(success)
+        propensity=np.where(rows, escalation_propensity(data), 0.0),
+        informative=rows,
+        cap=cap,
+        cost=cost,
+    )
+    prm = linear_prm.model if linear_prm is not None else None
+    return evidence, score_candidates(effects, prm, value)
+
+
+def _export_selected(
+    choice: Choice,
+    directory: Path,
+    matrix: np.ndarray,
+    evidence: Evidence,
+    risk: np.ndarray,
+    columns: list[int],
+    embedding: dict[str, Any] | None,
+    meta: dict[str, Any],
+    target: float,
+) -> Selected:
+    baselines = baselines_at(evidence, choice.estimate.usage, risk)
+    chosen_meta = {
+        **meta,
+        "training": {
+            **meta["training"],
+            "target_usage": target,
+            "candidate": choice.candidate.name,
+        },
+    }
+    estimate = export_choice(choice, matrix, evidence, directory, columns, embedding, chosen_meta)
+    spec_path = directory / "helper.json"
+    spec = json.loads(spec_path.read_text())
+    spec.setdefault("evaluation", {})["selection"] = {
+        "method": "first-order doubly robust, cross-fitted over session folds",
+        "chosen": asdict(estimate),
+        "baselines": [asdict(b) for b in baselines],
+    }
+    spec_path.write_text(json.dumps(spec, indent=2, default=float) + "\n")
+    return Selected(choice.candidate.name, directory, estimate, baselines, choice.frontier)
 
 
 def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:

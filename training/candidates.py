@@ -1,0 +1,134 @@
+"""The candidate helpers `escalator train` weighs, and the export of the one it chooses.
+
+Candidates (each a score per state, higher: escalate first):
+- `DR advantage (<return>)` and `T-learner (<return>)`: the estimated effect of intervening
+  (training/advantage.py), for the outcome and, with step rewards, for the return and the
+  step's own reward;
+- `PRM risk`: 1 − P(success), the PRM threshold policy;
+- `DP helper`: the paper's method (PRM bins → MDP → DP → an imitating helper), a fixed
+  policy judged on the held-out sessions it was not trained on.
+
+Each score candidate is swept over thresholds on its cross-fitted scores and judged with
+training/selection.py; the chosen one is refitted on every session, its threshold set so
+that it intervenes as often along the logged sessions as the chosen point did, and exported
+as a `learned` artifact whose score is σ(k · (τ̂(s) − θ)): 0.5 at the threshold.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.advantage import Effects
+from training.helper import NEVER, Helper, export_learned
+from training.linear import LinearModel
+from training.selection import Evidence, PolicyEstimate, choose, judge, replay, sweep
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    scores: np.ndarray | None = None  # cross-fitted, every step (score candidates)
+    model: LinearModel | None = None  # the score on the state matrix, fitted on everything
+    flags: np.ndarray | None = None  # fixed candidates: where it intervenes, every step
+    sessions: np.ndarray | None = None  # fixed candidates: the sessions it is judged on
+    directory: Path | None = None  # fixed candidates: their artifact
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    estimate: PolicyEstimate
+    frontier: list[PolicyEstimate]  # every point judged, every candidate
+
+
+def score_candidates(
+    effects: list[Effects], prm: LinearModel | None, value: np.ndarray
+) -> list[Candidate]:
+    out = []
+    for effect in effects:
+        m0, m1 = effect.t_model
+        difference = LinearModel(m1.bias - m0.bias, m1.weights - m0.weights)
+        out += [
+            Candidate(f"DR advantage ({effect.name})", effect.dr_learner, effect.dr_model),
+            Candidate(f"T-learner ({effect.name})", effect.t_learner, difference),
+        ]
+    risk = -np.log(np.clip(value, 1e-9, 1.0) / np.clip(1.0 - value, 1e-9, 1.0))
+    negated = None if prm is None else LinearModel(-prm.bias, -prm.weights)
+    out.append(Candidate("PRM risk", risk, negated))
+    return out
+
+
+def select(
+    evidence: Evidence, candidates: list[Candidate], target: float, tolerance: float
+) -> Choice | None:
+    frontier: list[PolicyEstimate] = []
+    owner: dict[int, Candidate] = {}
+    for candidate in candidates:
+        if candidate.scores is not None:
+            points = sweep(evidence, candidate.name, candidate.scores, target)
+        elif candidate.flags is not None:
+            points = [judge(evidence, candidate.name, candidate.flags, candidate.sessions)]
+        else:
+            continue
+        for point in points:
+            owner[id(point)] = candidate
+            frontier.append(point)
+    exportable = [p for p in frontier if owner[id(p)].model is not None or owner[id(p)].directory]
+    best = choose(exportable, target, tolerance)
+    return None if best is None else Choice(owner[id(best)], best, frontier)
+
+
+def export_choice(
+    choice: Choice,
+    matrix: np.ndarray,
+    evidence: Evidence,
+    directory: Path,
+    feature_columns: list[int],
+    embedding: Mapping[str, Any] | None,
+    meta: Mapping[str, Any],
+) -> PolicyEstimate:
+    """Write the chosen helper to `directory`; return its estimate as exported."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    candidate = choice.candidate
+    if candidate.model is None:
+        assert candidate.directory is not None
+        shutil.copytree(candidate.directory, directory)
+        return choice.estimate
+    scores = candidate.model.logit(matrix).astype(np.float64)
+    threshold = _threshold_for_usage(evidence, scores, choice.estimate.usage)
+    spread = float(scores[evidence.informative].std()) or 1.0
+    k = 4.0 / spread
+    model = LinearModel(
+        k * (candidate.model.bias - threshold), np.append(k * candidate.model.weights, 0.0)
+    )
+    thresholds = {b: 0.5 for b in range(evidence.cost, evidence.cap + 1)}
+    thresholds.update({b: NEVER for b in range(evidence.cost)})
+    helper = Helper(model, thresholds, evidence.cap)
+    export_learned(directory, helper, feature_columns, embedding, meta)
+    return replace(choice.estimate, threshold=threshold)
+
+
+def _threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) -> float:
+    """The threshold at which the refitted score intervenes `usage` times per logged session
+    (bisection: usage falls as the threshold rises)."""
+    pool = np.sort(scores[evidence.informative]) if evidence.informative.any() else scores
+    low, high = 0, len(pool) - 1  # indices into the sorted scores
+
+    def used(i: int) -> float:
+        flags = replay(evidence, scores, float(pool[i]))
+        return float(flags.sum() * evidence.cost / max(evidence.n_sessions, 1))
+
+    while high - low > 1:
+        middle = (low + high) // 2
+        if used(middle) > usage:
+            low = middle
+        else:
+            high = middle
+    return float(pool[high])

@@ -1,0 +1,108 @@
+"""Whether a trained helper may be installed: better than `never`, and than the helper
+installed now, beyond the uncertainty of its own estimate.
+
+Both comparisons are paired: the figures come from the same logged sessions, so the gain
+over `never` is estimated per session (training/selection.py) with its standard error. The
+installed helper is judged on the same evidence by scoring the logged states with its own
+artifact, where it reads them as they were logged (its text rendering must be the one
+`escalator train` logs now); otherwise the gate says it could not compare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from router.artifacts import ArtifactError, load_artifact
+from router.state import FEATURE_NAMES
+from training.dataset import Dataset
+from training.selection import Evidence, PolicyEstimate, judge
+
+Z = 1.96
+
+
+@dataclass(frozen=True)
+class Verdict:
+    install: bool
+    reasons: list[str]
+
+
+def check(
+    chosen: PolicyEstimate, installed: PolicyEstimate | None, installed_note: str | None
+) -> Verdict:
+    reasons = []
+    ok = True
+    if not chosen.estimable:
+        ok = False
+        reasons.append(
+            f"{chosen.policy}: not estimable from these logs (support {chosen.support}, "
+            f"{chosen.unsupported:.0%} of its interventions where the logs had no choice)"
+        )
+    low = chosen.gain - Z * chosen.gain_se
+    if not low > 0:
+        ok = False
+        reasons.append(
+            f"{chosen.policy}: gain over never {chosen.gain:+.3f} ± {Z * chosen.gain_se:.3f} "
+            "is not above zero beyond its uncertainty"
+        )
+    else:
+        reasons.append(f"gain over never {chosen.gain:+.3f} ± {Z * chosen.gain_se:.3f}")
+    if installed is not None:
+        margin = chosen.gain - installed.gain
+        spread = Z * float(np.hypot(chosen.gain_se, installed.gain_se))
+        if not margin > -spread / 2 or not chosen.success + 1e-12 >= installed.success - spread:
+            ok = False
+            reasons.append(
+                f"not better than the installed helper ({installed.success:.3f} at "
+                f"{installed.usage:.2f} interventions per episode; this one "
+                f"{chosen.success:.3f} at {chosen.usage:.2f})"
+            )
+        else:
+            reasons.append(
+                f"installed helper: {installed.success:.3f} at {installed.usage:.2f} per episode"
+            )
+    if installed_note:
+        reasons.append(installed_note)
+    return Verdict(ok, reasons)
+
+
+def judge_installed(
+    path: Path, data: Dataset, evidence: Evidence
+) -> tuple[PolicyEstimate | None, str | None]:
+    """The installed helper's estimate on the logged sessions, or why there is none."""
+    if not path.exists():
+        return None, None
+    try:
+        artifact = load_artifact(path, FEATURE_NAMES)
+    except ArtifactError as exc:
+        return None, f"the installed helper could not be read ({exc}): compared with never only"
+    embedding = artifact.scorer.embedding
+    if embedding is not None and (
+        getattr(embedding, "text", "recent") != "labelled" or data.texts is None
+    ):
+        return None, (
+            "the installed helper reads an older state rendering: compared with never only"
+        )
+    names = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    scorer = artifact.scorer
+    columns = [names[name] for name in scorer.features]
+    weights = np.array(scorer.feature_weights)
+    z = data.features[:, columns].astype(np.float64) @ weights + scorer.bias
+    if embedding is not None and data.texts is not None:
+        vectors = np.array([embedding.embed(t) for t in data.texts])  # type: ignore[attr-defined]
+        z = z + vectors @ np.array(scorer.embedding_weights)
+    flags = np.zeros(data.n_steps)
+    for s in range(data.n_sessions):
+        left = evidence.cap
+        for row in range(data.start[s], data.start[s + 1]):
+            score = 1.0 / (1.0 + np.exp(-np.clip(z[row] + scorer.budget_weight * left, -50, 50)))
+            if artifact.kind == "learned":
+                go = score >= artifact.threshold(left)
+            else:
+                go = artifact.table_action(float(score), left) == 1
+            if go and left >= evidence.cost:
+                flags[row] = 1.0
+                left -= evidence.cost
+    return judge(evidence, f"installed ({artifact.policy_id})", flags), None
