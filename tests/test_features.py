@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from router.state import extract_features, message_text, recent_text
+import pytest
+
+from router.embedding import HashedNgrams
+from router.state import extract_features, message_text, recent_text, state_text
 
 
 def call(name: str, arguments: str = "{}") -> dict[str, object]:
@@ -71,3 +74,73 @@ def test_recent_text_keeps_the_latest_turns() -> None:
 def test_recent_text_shows_an_assistant_turn_as_its_tool_calls() -> None:
     messages = [call("python", '{"code": "1/0"}'), {"role": "tool", "content": "ZeroDivisionError"}]
     assert recent_text(messages) == 'assistant: python({"code": "1/0"})\ntool: ZeroDivisionError'
+
+
+def react(action: str, thought: str = "Let me think.") -> dict[str, object]:
+    return {"role": "assistant", "content": f"Thought: {thought}\nACTION: {action}"}
+
+
+GAME = [
+    {"role": "system", "content": "You play a text game."},
+    {"role": "user", "content": "Your task: put the mug in the cabinet. You are in the hall."},
+    react("go north", "The kitchen is north."),
+    {"role": "user", "content": "You can't go that way."},
+    react("go north", "Maybe again."),
+    {"role": "user", "content": "You can't go that way."},
+]
+
+
+def test_observations_in_user_messages_count_like_tool_results() -> None:
+    features = extract_features(GAME, step=2)
+    assert features["obs_failed"] == 1 and features["failure_streak"] == 2
+    assert features["obs_repeated"] == 1 and features["stuck_streak"] == 2
+    assert features["repeated_actions"] == 1  # the thoughts differ, the action does not
+    assert features["obs_from_user"] == 1 and features["obs_from_tool"] == 0
+    assert features["last_tool_error"] == 0  # the tool-only feature stays what it was
+
+
+def test_the_same_failure_reads_the_same_from_a_tool_or_a_user() -> None:
+    as_tool = [
+        {"role": "user", "content": "Fetch the report."},
+        call("fetch", '{"id": 7}'),
+        {"role": "tool", "content": "error: report 7 not found"},
+    ]
+    as_user = [*as_tool[:2], {"role": "user", "content": "error: report 7 not found"}]
+    tool, user = extract_features(as_tool, 1), extract_features(as_user, 1)
+    for name in ("obs_failed", "failure_streak", "obs_failure_rate", "obs_log_chars"):
+        assert tool[name] == user[name] == pytest.approx(tool[name])
+    assert tool["obs_failed"] == 1
+
+
+def test_state_text_keeps_the_newest_observation_apart_and_last() -> None:
+    text = state_text([*GAME, react("open door"), {"role": "user", "content": "It is locked."}])
+    lines = text.splitlines()
+    assert lines[0].startswith("TASK: Your task: put the mug")
+    assert lines[-2] == "ACTION: ACTION: open door"
+    assert lines[-1] == "OBSERVATION: It is locked."
+    assert "EARLIER: You can't go that way." in lines
+    assert (
+        state_text(GAME[:2]) == "TASK: Your task: put the mug in the cabinet. You are in the hall."
+    )
+
+
+def test_a_long_history_never_crowds_out_the_newest_observation() -> None:
+    history = [{"role": "user", "content": "task"}]
+    for i in range(200):
+        history += [react(f"look {i}"), {"role": "user", "content": "x" * 500}]
+    history += [react("take mug"), {"role": "user", "content": "You take the mug."}]
+    assert state_text(history, max_chars=2_000).endswith("OBSERVATION: You take the mug.")
+
+
+def test_content_parts_that_are_not_text_are_ignored() -> None:
+    odd = {"role": "user", "content": [{"type": "text", "text": 5}, {"text": None}, "raw", {}]}
+    assert message_text(odd) == ""
+    assert extract_features([odd], 0)["n_messages"] == 1
+
+
+def test_labelled_hashing_tells_the_observation_from_the_task() -> None:
+    embed = HashedNgrams(dim=64, text="labelled")
+    in_task = embed.embed("TASK: locked door")
+    in_observation = embed.embed("OBSERVATION: locked door")
+    assert in_task != in_observation
+    assert HashedNgrams(dim=64).embed("TASK: locked door") != in_task

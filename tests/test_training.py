@@ -298,3 +298,53 @@ def test_gzip_segment_cut_short_is_read_up_to_the_damage(tmp_path: Path) -> None
     data, summary = load_dataset(tmp_path)
     assert summary.malformed >= 1
     assert 0 < data.n_sessions <= 30
+
+
+def test_step_feedback_is_summed_per_step_by_index_or_request_id(tmp_path: Path) -> None:
+    write_logs(tmp_path / "logs", 30, seed=3, budget=2)
+    steps = [
+        json.loads(line)
+        for line in (tmp_path / "logs" / "sim-3-00000.jsonl").read_text().splitlines()
+        if '"kind":"step"' in line
+    ]
+    first, second = steps[0], steps[1]
+    feedback = [
+        {
+            "kind": "feedback",
+            "tenant": "sim",
+            "session": first["session"],
+            "step": 0,
+            "reward": 0.5,
+        },
+        {
+            "kind": "feedback",
+            "tenant": "sim",
+            "session": first["session"],
+            "request_id": first["id"],
+            "reward": 0.25,
+        },
+        {
+            "kind": "feedback",
+            "tenant": "sim",
+            "session": second["session"],
+            "request_id": second["id"],
+            "reward": -1,
+        },
+        {"kind": "feedback", "tenant": "sim", "session": "nobody", "step": 0, "reward": 1.0},
+        {
+            "kind": "feedback",
+            "tenant": "sim",
+            "session": first["session"],
+            "step": 0,
+            "reward": "a lot",
+        },
+    ]
+    with (tmp_path / "logs" / "feedback.jsonl").open("w") as handle:
+        for record in feedback:
+            handle.write(json.dumps({"schema": 1, "ts": 0.0, **record}) + "\n")
+    data, summary = load_dataset(tmp_path / "logs")
+    row = {(data.sessions[s], int(data.step[i])): i for i, s in enumerate(data.session)}
+    assert data.reward[row[(f"sim/{first['session']}", 0)]] == 0.75
+    assert data.reward[row[(f"sim/{second['session']}", second["step"])]] == -1.0
+    assert data.reward.sum() == -0.25 and data.has_step_rewards
+    assert summary.feedback == 4 and summary.feedback_unmatched == 1 and summary.malformed == 1

@@ -27,7 +27,14 @@ import numpy as np
 from training.advantage import Effects
 from training.helper import NEVER, Helper, export_learned
 from training.linear import LinearModel
-from training.selection import Evidence, PolicyEstimate, choose, judge, replay, sweep
+from training.selection import (
+    Evidence,
+    PolicyEstimate,
+    choose,
+    judge,
+    sweep,
+    threshold_for_usage,
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ def export_choice(
         shutil.copytree(candidate.directory, directory)
         return choice.estimate
     scores = candidate.model.logit(matrix).astype(np.float64)
-    threshold = _threshold_for_usage(evidence, scores, choice.estimate.usage)
+    threshold = threshold_for_usage(evidence, scores, choice.estimate.usage)
     spread = float(scores[evidence.informative].std()) or 1.0
     k = 4.0 / spread
     model = LinearModel(
@@ -113,22 +120,3 @@ def export_choice(
     helper = Helper(model, thresholds, evidence.cap)
     export_learned(directory, helper, feature_columns, embedding, meta)
     return replace(choice.estimate, threshold=threshold)
-
-
-def _threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) -> float:
-    """The threshold at which the refitted score intervenes `usage` times per logged session
-    (bisection: usage falls as the threshold rises)."""
-    pool = np.sort(scores[evidence.informative]) if evidence.informative.any() else scores
-    low, high = 0, len(pool) - 1  # indices into the sorted scores
-
-    def used(i: int) -> float:
-        flags = replay(evidence, scores, float(pool[i]))
-        return float(flags.sum() * evidence.cost / max(evidence.n_sessions, 1))
-
-    while high - low > 1:
-        middle = (low + high) // 2
-        if used(middle) > usage:
-            low = middle
-        else:
-            high = middle
-    return float(pool[high])

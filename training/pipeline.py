@@ -83,7 +83,8 @@ class TrainConfig:
     max_fit_rows: int = 100_000  # rows sampled for each logistic fit
     min_sessions: int = 20
     folds: int = 5  # session folds for cross-fitting the candidates
-    select_tolerance: float = 1.0  # standard errors of gain traded for fewer interventions
+    select_tolerance: float = 0.0  # standard errors of gain traded for fewer interventions
+    candidates: tuple[str, ...] = ()  # only candidates whose names start so (default: all)
 
 
 @dataclass
@@ -370,7 +371,12 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                 sessions=held_out_session,
                 directory=result.learned_dir,
             )
-            choice = select(evidence, [*candidates, fixed], result.target, config.select_tolerance)
+            pool = [
+                c
+                for c in [*candidates, fixed]
+                if not config.candidates or c.name.startswith(config.candidates)
+            ]
+            choice = select(evidence, pool, result.target, config.select_tolerance)
             if choice is not None:
                 result.selected = _export_selected(
                     choice,

@@ -17,10 +17,12 @@ sampling collapses (ESS → 0). Its standard error is over sessions. It is "not 
 the logs hold too few steps of either action where π intervenes, or when most of π's
 interventions fall where the logging policy had no choice (its budget was spent).
 
-Choice: among candidates and thresholds whose replayed usage meets the target, the best
-estimated gain over `never`; then the cheapest policy within `tolerance` standard errors of
-it (the one-standard-error rule of model selection), so a helper does not spend budget on
-gains the data cannot tell from noise.
+Choice: the candidates are compared at the target usage (the `--budget` of `escalator
+train`: interventions per episode), and the best estimated gain over `never` wins. With a
+`tolerance` > 0, the winner's cheapest threshold within that many standard errors of its
+gain is taken instead (the one-standard-error rule of model selection), to spend less budget
+where the data cannot tell the gain from noise; measured on 240-session logs, this rule
+chose far too few interventions (the standard errors are wide), so it is off by default.
 """
 
 from __future__ import annotations
@@ -157,26 +159,57 @@ def sweep(
     if not len(pool):
         return []
     quantiles = np.quantile(pool, 1.0 - np.geomspace(0.005, 1.0, points))
+    at_target = threshold_for_usage(evidence, scores, target_usage)
+    thresholds = np.unique(np.append(quantiles[quantiles > at_target], at_target))[::-1]
     out = []
-    for threshold in np.unique(quantiles)[::-1]:
+    for threshold in thresholds:
         estimate = judge(evidence, policy, replay(evidence, scores, float(threshold)))
         out.append(_with_threshold(estimate, float(threshold)))
-        if estimate.usage > target_usage * 1.05:
-            break
     return out
 
 
 def choose(
-    estimates: list[PolicyEstimate], target_usage: float, tolerance: float = 1.0
+    estimates: list[PolicyEstimate], target_usage: float, tolerance: float = 0.0
 ) -> PolicyEstimate | None:
-    """The cheapest estimable policy within `tolerance` standard errors of the best gain at
-    no more than the target usage; None when nothing is estimable."""
+    """The candidate with the best estimated gain at the target usage (each at its fullest
+    point within it: candidates compared at equal usage); with `tolerance` > 0, then the
+    cheapest point of that candidate within `tolerance` standard errors of that gain. None
+    when nothing is estimable."""
     feasible = [e for e in estimates if e.estimable and e.usage <= target_usage * 1.05]
     if not feasible:
         return None
-    best = max(feasible, key=lambda e: e.gain)
-    good = [e for e in feasible if e.gain >= best.gain - tolerance * best.gain_se]
+    fullest: dict[str, PolicyEstimate] = {}
+    for e in feasible:
+        if e.policy not in fullest or e.usage > fullest[e.policy].usage:
+            fullest[e.policy] = e
+    best = max(fullest.values(), key=lambda e: e.gain)
+    if tolerance <= 0:
+        return best
+    good = [
+        e
+        for e in feasible
+        if e.policy == best.policy and e.gain >= best.gain - tolerance * best.gain_se
+    ]
     return min(good, key=lambda e: (e.usage, -e.gain))
+
+
+def threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) -> float:
+    """The threshold at which a score intervenes `usage` times per logged session
+    (bisection over the logged scores: usage falls as the threshold rises)."""
+    pool = np.sort(scores[evidence.informative]) if evidence.informative.any() else scores
+    low, high = 0, len(pool) - 1
+
+    def used(i: int) -> float:
+        flags = replay(evidence, scores, float(pool[i]))
+        return float(flags.sum() * evidence.cost / max(evidence.n_sessions, 1))
+
+    while high - low > 1:
+        middle = (low + high) // 2
+        if used(middle) > usage:
+            low = middle
+        else:
+            high = middle
+    return float(pool[high])
 
 
 def _with_threshold(estimate: PolicyEstimate, threshold: float) -> PolicyEstimate:
@@ -206,7 +239,7 @@ def baselines_at(evidence: Evidence, usage: float, risk: np.ndarray) -> list[Pol
     never = judge(evidence, "never", np.zeros(len(evidence.pseudo)))
     always = judge(evidence, "always", replay(evidence, np.zeros(len(evidence.pseudo)), 0.0))
     low, high = 0.0, 1.0
-    for _ in range(30):
+    for _ in range(30):  # random: the rate whose expected usage is `usage`
         middle = (low + high) / 2
         used = replay_random(evidence, middle).sum() * evidence.cost / max(evidence.n_sessions, 1)
         low, high = (middle, high) if used < usage else (low, middle)

@@ -1,0 +1,160 @@
+"""The value of intervening and the candidates' estimates, on logs whose answer is known.
+
+Every session has six steps and exactly one hard one, at a random position; the state shows
+whether the step is hard (one feature). The base model gets a hard step right with
+probability 0.4 and the intervention with 0.9; routine steps are always right, and a wrong
+hard step fails the session *silently* (nothing in the later states shows it). The logging
+policy escalates at random with probability 0.3. So: never succeeds 40 %, the policy that
+escalates exactly at the hard step 90 % with one intervention per episode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.advantage import (
+    AdvantageConfig,
+    escalation_propensity,
+    estimate_effects,
+    informative,
+    session_folds,
+)
+from training.dataset import Dataset
+from training.gate import check
+from training.selection import Evidence, choose, judge, replay, replay_random, sweep
+
+STEPS = 6
+EPSILON = 0.3
+
+
+def silent_logs(sessions: int, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    hard_at = rng.integers(0, STEPS, sessions)
+    n = sessions * STEPS
+    position = np.tile(np.arange(STEPS), sessions)
+    session = np.repeat(np.arange(sessions), STEPS)
+    hard = position == hard_at[session]
+    action = (rng.random(n) < EPSILON).astype(np.int8)
+    right = np.where(action[hard] == 1, 0.9, 0.4) > rng.random(sessions)
+    features = np.zeros((n, 1), dtype=np.float32)
+    features[:, 0] = hard
+    return Dataset(
+        sessions=[f"t/s{i}" for i in range(sessions)],
+        success=right.astype(np.float64),
+        start=np.arange(0, n + 1, STEPS),
+        session=session.astype(np.int32),
+        step=position.astype(np.int32),
+        action=action,
+        propensity=np.where(action == 1, EPSILON, 1 - EPSILON),
+        policy_action=np.zeros(n, dtype=np.int8),
+        remaining=np.full(n, 10, dtype=np.int32),
+        limit=np.full(n, 10, dtype=np.int32),
+        cost=action.astype(np.int32),
+        p_escalate=np.zeros(n, dtype=np.float32),
+        features=features,
+        reward=np.zeros(n),
+        texts=None,
+        digest="",
+    )
+
+
+@pytest.fixture(scope="module")
+def logged() -> tuple[Dataset, Evidence, np.ndarray]:
+    data = silent_logs(3000)
+    rows = informative(data, 1)
+    folds = session_folds(data.n_sessions, 5, 0)
+    z = data.success[data.session]
+    effects = estimate_effects("outcome", z, data.features, data, rows, folds, AdvantageConfig())
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=effects.pseudo,
+        propensity=np.where(rows, escalation_propensity(data), 0.0),
+        informative=rows,
+        cap=4,
+        cost=1,
+    )
+    return data, evidence, effects.dr_learner
+
+
+def test_the_value_of_intervening_is_found_where_the_mistake_is_silent(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    data, _, tau = logged
+    hard = data.features[:, 0] == 1
+    # The true effect is 0.5 at the hard step and 0 elsewhere.
+    assert tau[hard].mean() == pytest.approx(0.5, abs=0.1)
+    assert abs(tau[~hard].mean()) < 0.1
+
+
+def test_first_order_estimates_recover_never_and_the_oracle(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    data, evidence, _ = logged
+    never = judge(evidence, "never", np.zeros(data.n_steps))
+    oracle = judge(evidence, "oracle", (data.features[:, 0] == 1).astype(np.float64))
+    for estimate, truth in ((never, 0.4), (oracle, 0.9)):
+        low, high = estimate.interval()
+        assert low - 0.01 <= truth <= high + 0.01, estimate
+    assert oracle.usage == 1.0 and oracle.estimable
+    assert oracle.gain - 1.96 * oracle.gain_se > 0.4
+    assert check(oracle, None, None).install
+    assert not check(never, None, None).install  # no gain: nothing to install
+
+
+def test_replay_spends_the_policys_own_budget() -> None:
+    data = silent_logs(50)
+    evidence = Evidence(
+        data.start,
+        data.step.astype(np.int64),
+        data.success,
+        data.action.astype(np.int64),
+        np.zeros(data.n_steps),
+        np.full(data.n_steps, EPSILON),
+        np.ones(data.n_steps, dtype=bool),
+        cap=2,
+        cost=1,
+    )
+    always = replay(evidence, np.zeros(data.n_steps), 0.0).reshape(-1, STEPS)
+    assert (always == [1, 1, 0, 0, 0, 0]).all()  # the first two steps, then no budget
+    p = replay_random(evidence, 0.5).reshape(-1, STEPS)[0]
+    # P(budget left at step t) * 0.5: 1, 1, then P(fewer than two of t coins came up).
+    assert p[:3] == pytest.approx([0.5, 0.5, 0.5 * 0.75])
+    assert replay_random(evidence, 1.0).reshape(-1, STEPS)[0].sum() == pytest.approx(2.0)
+
+
+def test_the_chosen_helper_escalates_at_the_hard_step_at_the_target_usage(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    data, evidence, tau = logged
+    points = sweep(evidence, "DR", tau, target_usage=1.0)
+    chosen = choose(points, 1.0)
+    assert chosen is not None
+    assert chosen.usage == pytest.approx(1.0, abs=0.05)
+    assert chosen.success == pytest.approx(0.9, abs=0.05)
+    hard = data.features[:, 0] == 1
+    flags = replay(evidence, tau, chosen.threshold) == 1
+    assert flags[hard].mean() > 0.95 and flags[~hard].mean() < 0.02
+
+
+def test_a_policy_the_logs_cannot_support_is_not_estimable() -> None:
+    data = silent_logs(200)
+    rows = np.zeros(data.n_steps, dtype=bool)  # the logging policy never had a choice
+    evidence = Evidence(
+        data.start,
+        data.step.astype(np.int64),
+        data.success,
+        data.action.astype(np.int64),
+        np.zeros(data.n_steps),
+        np.zeros(data.n_steps),
+        rows,
+        cap=4,
+        cost=1,
+    )
+    estimate = judge(evidence, "x", (data.features[:, 0] == 1).astype(np.float64))
+    assert not estimate.estimable
+    assert choose([estimate], 1.0) is None
+    assert not check(estimate, None, None).install
