@@ -27,6 +27,7 @@ from starlette.types import ExceptionHandler
 from router.budget import open_store
 from router.policies import PolicyConfigError
 from server.errors import EscalatorError, InvalidRequest, NotFound
+from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
 from server.metrics import Metrics
 from server.routes import admin, openai, ops, sessions
@@ -104,6 +105,9 @@ def create_app(settings: Settings) -> Starlette:
     state.service = service
     state.tenancy = Tenancy(settings)
     state.sessions = SessionService(
+        store, steplog, metrics, storage.session_ttl_s, service.config_hash
+    )
+    state.feedback = FeedbackService(
         store, steplog, metrics, storage.session_ttl_s, service.config_hash
     )
     state.started_at = time.time()

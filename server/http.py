@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import secrets
 from collections.abc import Awaitable
@@ -25,6 +26,7 @@ from server.trace import StepTrace
 log = logging.getLogger("escalator.http")
 
 _WATCH_AFTER_S = 0.05
+REQUEST_ID_PREFIX = "req_"
 T = TypeVar("T")
 
 
@@ -42,7 +44,7 @@ class StepHeaders:
         self.metrics = metrics
         # Request ids: a random per-process prefix and a counter. Unique across replicas
         # and restarts, and far cheaper than a uuid4 (a getrandom syscall) per request.
-        self._id_prefix = f"req_{secrets.token_hex(6)}"
+        self._id_prefix = f"{REQUEST_ID_PREFIX}{secrets.token_hex(6)}"
         self._ids = itertools.count()
 
     def _next_request_id(self) -> str:
@@ -96,8 +98,14 @@ def error_response(error: EscalatorError) -> Response:
     return json_response(error.body(), error.status, error.headers)
 
 
-async def read_json_object(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    """The request body as a JSON object, refusing bodies over `max_bytes` before reading them."""
+async def read_json_object(
+    request: Request, max_bytes: int, *, non_finite: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """The request body as a JSON object, refusing bodies over `max_bytes` before reading them.
+
+    `non_finite` also reads `NaN` and `Infinity` (which JSON lacks but Python's clients
+    send), so that validation can name the field holding one; a slower path, off the step's.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
@@ -116,10 +124,19 @@ async def read_json_object(request: Request, max_bytes: int) -> tuple[dict[str, 
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        body = _loads_non_finite(raw) if non_finite else None
+        if body is None:
+            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body, raw
+
+
+def _loads_non_finite(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

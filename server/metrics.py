@@ -153,6 +153,12 @@ class Metrics:
             ["tenant", "success"],
             registry=r,
         )
+        self.feedback = Counter(
+            "escalator_feedback_total",
+            "Step feedback reports recorded (a retry with a seen Idempotency-Key is not).",
+            ["tenant"],
+            registry=r,
+        )
         self.escalation_target_rate = Gauge(
             "escalator_escalation_target_rate",
             "The tenant's target escalation rate, where calibration is on.",

@@ -184,9 +184,14 @@ class ChatService:
         return None, Target(BASE, upstream, model)
 
     async def _begin_step(self, caller: Caller, route: RoutePlan | None, trace: StepTrace) -> None:
+        # The step's request id goes with it, so feedback can name the step (a one-step
+        # session is named after its request id already).
+        request_id = None if trace.one_step else trace.request_id
         try:
             start = await self.store.begin_step(
-                session_key(caller.tenant, trace.session), self.settings.storage.session_ttl_s
+                session_key(caller.tenant, trace.session),
+                self.settings.storage.session_ttl_s,
+                request_id,
             )
         except Exception as exc:  # the store's client raises its own error types
             raise ServiceUnavailable(f"the budget store is unavailable: {exc}") from None

@@ -23,7 +23,7 @@ class SessionService:
         self.config_hash = config_hash
 
     async def describe(self, caller: Caller, session: str) -> dict[str, Any]:
-        info = await self._find(caller, session)
+        info = await find_session(self.store, caller, session)
         limit = caller.settings.interventions_per_session
         return {
             "session": session,
@@ -37,7 +37,7 @@ class SessionService:
     async def report_outcome(
         self, caller: Caller, session: str, success: bool, reward: float | None
     ) -> dict[str, Any]:
-        await self._find(caller, session)
+        await find_session(self.store, caller, session)
         first = await self.store.mark_outcome(session_key(caller.tenant, session), self.ttl_s)
         if not first:
             raise Conflict(
@@ -50,9 +50,11 @@ class SessionService:
         self.metrics.outcomes.labels(caller.tenant, str(success).lower()).inc()
         return {"session": session, "success": success, "recorded": True}
 
-    async def _find(self, caller: Caller, session: str) -> SessionInfo:
-        # Keys are per tenant: another tenant's session is indistinguishable from none.
-        info = await self.store.session(session_key(caller.tenant, session))
-        if info is None:
-            raise NotFound(f"No session '{session}' for this API key.", code="session_not_found")
-        return info
+
+async def find_session(store: BudgetStore, caller: Caller, session: str) -> SessionInfo:
+    """The caller's session, or 404."""
+    # Keys are per tenant: another tenant's session is indistinguishable from none.
+    info = await store.session(session_key(caller.tenant, session))
+    if info is None:
+        raise NotFound(f"No session '{session}' for this API key.", code="session_not_found")
+    return info

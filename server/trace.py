@@ -136,6 +136,22 @@ def outcome_record(
     }
 
 
+def feedback_record(
+    tenant: str, session: str, step: int, request_id: str | None, reward: float, config_hash: str
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "feedback",
+        "ts": round(time.time(), 3),
+        "tenant": tenant,
+        "session": session,
+        "step": step,
+        "request_id": request_id,
+        "reward": reward,
+        "config_hash": config_hash,
+    }
+
+
 def _shadow_record(d: Decision) -> dict[str, Any]:
     return {
         "action": d.action,

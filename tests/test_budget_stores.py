@@ -145,6 +145,58 @@ async def test_outcome_is_marked_once(make_store: StoreFactory) -> None:
     assert info is not None and info.outcome_reported
 
 
+async def test_a_step_is_found_by_its_request_id_and_back(make_store: StoreFactory) -> None:
+    store = make_store()
+    for i in range(3):
+        await store.begin_step("acme/s/a", 3600, f"req-{i}")
+    await store.begin_step("acme/s/a", 3600)  # a step without a request id
+    await store.begin_step("acme/s/b", 3600, "req-b0")
+    other = make_store()  # another replica sees them
+    assert [await other.step_of("acme/s/a", f"req-{i}") for i in range(3)] == [0, 1, 2]
+    assert [await other.request_of("acme/s/a", i) for i in range(4)] == [
+        "req-0",
+        "req-1",
+        "req-2",
+        None,
+    ]
+    assert await other.step_of("acme/s/b", "req-b0") == 0
+    assert await other.step_of("acme/s/b", "req-1") is None  # another session's request
+    assert await other.step_of("globex/s/a", "req-1") is None  # another tenant's session
+    assert await other.request_of("acme/s/a", 7) is None
+    assert await other.step_of("acme/s/nobody", "req-0") is None
+    info = await other.session("acme/s/a")
+    assert info is not None and info.steps == 4
+
+
+async def test_an_idempotency_key_is_claimed_once(make_store: StoreFactory) -> None:
+    first, second = make_store(), make_store()
+    await first.begin_step("acme/s/a", 3600, "req-0")
+    await first.begin_step("acme/s/b", 3600, "req-1")
+    assert await first.claim_key("acme/s/a", "k1", "0 0.5", 3600) is None
+    assert await second.claim_key("acme/s/a", "k1", "0 0.9", 3600) == "0 0.5"
+    assert await second.claim_key("acme/s/a", "k2", "0 0.9", 3600) is None
+    assert await second.claim_key("acme/s/b", "k1", "0 0.1", 3600) is None  # per session
+    # Claims are no steps and no request ids.
+    info = await first.session("acme/s/a")
+    assert info is not None and info.steps == 1
+    assert await first.step_of("acme/s/a", "k1") is None
+
+
+async def test_concurrent_claims_of_one_key_grant_it_once(make_store: StoreFactory) -> None:
+    first, second = make_store(), make_store()
+    await first.begin_step("acme/s/a", 3600, "req-0")
+    claims = await asyncio.gather(
+        *(
+            store.claim_key("acme/s/a", "k", str(i), 3600)
+            for i in range(50)
+            for store in (first, second)
+        )
+    )
+    winners = [c for c in claims if c is None]
+    assert len(winners) == 1
+    assert len(set(claims) - {None}) == 1  # every loser saw the winner's value
+
+
 async def test_a_session_without_steps_does_not_exist(make_store: StoreFactory) -> None:
     store = make_store()
     assert await store.session("acme/s/nobody") is None
@@ -154,12 +206,18 @@ async def test_a_session_without_steps_does_not_exist(make_store: StoreFactory) 
 
 async def test_keys_expire_after_their_ttl(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.begin_step("acme/s/short", 1)
+    await store.begin_step("acme/s/short", 1, "req-old")
     assert await store.reserve([session(3, "acme/s/short", ttl_s=1)], 1) is not None
+    assert await store.claim_key("acme/s/short", "k", "old", 1) is None
     await asyncio.sleep(2.1)
     assert await store.session("acme/s/short") is None
     assert await store.used("acme/s/short") == 0
-    assert (await store.begin_step("acme/s/short", 1)).step == 0
+    assert await store.step_of("acme/s/short", "req-old") is None
+    # A new session of the same name starts clean: none of the old one's entries answer.
+    assert (await store.begin_step("acme/s/short", 1, "req-new")).step == 0
+    assert await store.request_of("acme/s/short", 0) == "req-new"
+    assert await store.step_of("acme/s/short", "req-old") is None
+    assert await store.claim_key("acme/s/short", "k", "new", 1) is None
 
 
 async def test_ping(make_store: StoreFactory) -> None:
@@ -168,12 +226,35 @@ async def test_ping(make_store: StoreFactory) -> None:
 
 async def test_sqlite_budget_survives_a_restart(tmp_path: Path) -> None:
     store = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
-    await store.begin_step("acme/s/a", 3600)
+    await store.begin_step("acme/s/a", 3600, "req-0")
     await store.reserve([session(3, "acme/s/a")], 2)
+    await store.claim_key("acme/s/a", "k", "0 1.0", 3600)
     await store.close()
     reopened = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
     info = await reopened.session("acme/s/a")
     assert info is not None and (info.steps, info.used) == (1, 2)
+    assert await reopened.step_of("acme/s/a", "req-0") == 0
+    assert await reopened.claim_key("acme/s/a", "k", "0 2.0", 3600) == "0 1.0"
+    assert (await reopened.begin_step("acme/s/a", 3600, "req-1")).step == 1
+    assert await reopened.step_of("acme/s/a", "req-0") == 0  # from the file, beside new ones
+    assert await reopened.step_of("acme/s/a", "req-1") == 1
+    # A step's request id by its index is kept in memory only (see router/budget/sqlite.py).
+    assert await reopened.request_of("acme/s/a", 1) == "req-1"
+    assert await reopened.request_of("acme/s/a", 0) is None
+    await reopened.close()
+
+
+async def test_sqlite_entries_of_an_expired_session_stay_expired(tmp_path: Path) -> None:
+    """Entries in the file outlive their session in memory until purged; a new session of
+    the same name must not see them."""
+    store = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
+    await store.begin_step("acme/s/a", 1, "req-old")
+    await store.close()
+    await asyncio.sleep(1.1)
+    reopened = open_store("sqlite", sqlite_path=tmp_path / "budget.db")
+    await reopened.begin_step("acme/s/a", 3600, "req-new")
+    assert await reopened.step_of("acme/s/a", "req-old") is None
+    assert await reopened.request_of("acme/s/a", 0) == "req-new"
     await reopened.close()
 
 
@@ -192,8 +273,8 @@ from router.budget import Scope, open_store
 
 async def main():
     store = open_store("sqlite", sqlite_path=sys.argv[1])
-    for _ in range(5):
-        await store.begin_step("acme/s/a", 3600)
+    for i in range(5):
+        await store.begin_step("acme/s/a", 3600, f"req-{i}")
     await store.reserve([Scope("acme/s/a", 3, 3600)], 2)
     await store.mark_outcome("acme/s/a", 3600)
     await asyncio.sleep(float(sys.argv[2]))
@@ -224,6 +305,7 @@ def test_a_crashed_process_keeps_what_was_written_behind(tmp_path: Path) -> None
         info = await store.session("acme/s/a")
         assert info is not None and (info.steps, info.used, info.outcome_reported) == (5, 2, True)
         assert (await store.begin_step("acme/s/a", 3600)).step == 5
+        assert await store.step_of("acme/s/a", "req-4") == 4
         await store.close()
 
     asyncio.run(check())
@@ -237,15 +319,16 @@ async def test_sqlite_keys_past_the_cache_are_read_back(tmp_path: Path) -> None:
     store = SqliteBudgetStore(tmp_path / "budget.db", max_cached_keys=50, flush_interval_s=0.001)
     sessions = [f"acme/s/{i}" for i in range(400)]
     assert await store.reserve([session(3, sessions[0])], 1) is not None
-    for _ in range(30):  # 12,000 writes: past a sweep, so keys leave memory
+    for n in range(30):  # 12,000 writes: past a sweep, so keys leave memory
         for i, key in enumerate(sessions):
-            await store.begin_step(key, 3600)
+            await store.begin_step(key, 3600, f"req-{i}-{n}")
             if i % 100 == 99:
                 await asyncio.sleep(0.005)  # let the writes land: written keys may leave
     assert not store._complete  # keys left memory and were read back
     for key in sessions:
         info = await store.session(key)
         assert info is not None and info.steps == 30, key
+    assert [await store.step_of(key, f"req-{i}-7") for i, key in enumerate(sessions)] == [7] * 400
     assert await store.used(sessions[0]) == 1
     assert await store.reserve([session(3, sessions[0])], 2) is not None
     assert await store.reserve([session(3, sessions[0])], 1) is None

@@ -5,6 +5,10 @@ A store keeps, per key, three integers: `steps` (agent steps seen in a session),
 reported), each key expiring after a period without writes. A *scope* is a key with a limit:
 the session's budget C, or the tenant's daily cap. `reserve` takes the cost from every scope
 at once or from none.
+
+A session also keeps two small maps that live and expire with it: its steps' request ids
+(both ways, so step feedback can name a step by either), and the idempotency keys of the
+feedback it has taken.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class SessionInfo:
 
 
 class BudgetStore(Protocol):
-    async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
-        """Count a new step in the session; return its index and the budget used so far."""
+    async def begin_step(
+        self, session_key: str, ttl_s: int, request_id: str | None = None
+    ) -> StepStart:
+        """Count a new step in the session; return its index and the budget used so far.
+        A `request_id` is remembered with the session as the step's id."""
         ...
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
@@ -71,6 +78,20 @@ class BudgetStore(Protocol):
 
     async def mark_outcome(self, session_key: str, ttl_s: int) -> bool:
         """Record that the outcome was reported; False if it already was."""
+        ...
+
+    async def step_of(self, session_key: str, request_id: str) -> int | None:
+        """The index of the session's step that `request_id` answered, or None."""
+        ...
+
+    async def request_of(self, session_key: str, step: int) -> str | None:
+        """The request id of the session's step `step`, or None (also where the store no
+        longer knows it: the SQLite store keeps this direction in memory only)."""
+        ...
+
+    async def claim_key(self, session_key: str, key: str, value: str, ttl_s: int) -> str | None:
+        """Remember `value` under the idempotency key `key` for the session, unless the key
+        was claimed before: then return the value it was claimed with (and change nothing)."""
         ...
 
     async def ping(self) -> bool: ...

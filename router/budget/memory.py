@@ -17,13 +17,18 @@ class _Counters:
     used: int = 0
     outcome: bool = False
     expires_at: float = 0.0
+    # A session's entries, made on the first: most keys have none.
+    step_of: dict[str, int] | None = None  # request id → step index
+    request_of: dict[int, str] | None = None  # step index → request id
+    claims: dict[str, str] | None = None  # idempotency key → what it was claimed with
 
 
 class MemoryBudgetStore:
     """Atomic because no method awaits between reading and writing its counters.
 
-    Every change to a key's counters ends in `_written`, the hook through which the SQLite
-    store persists them.
+    Every change to a key's counters ends in `_written`, and every new entry passes through
+    `_request_written` or `_claim_written`: the hooks through which the SQLite store persists
+    them (and `_stored_step`, `_stored_claim` read back what left memory).
     """
 
     def __init__(self) -> None:
@@ -33,6 +38,20 @@ class MemoryBudgetStore:
 
     def _written(self, key: str, counters: _Counters) -> None:
         """Called after every change to `key`'s counters."""
+
+    def _request_written(self, key: str, request_id: str, step: int, expires_at: float) -> None:
+        """Called for every step's request id."""
+
+    def _claim_written(self, key: str, claim: str, value: str, expires_at: float) -> None:
+        """Called for every idempotency key claimed."""
+
+    def _stored_step(self, key: str, request_id: str, now: float) -> int | None:
+        """A live session's step that memory does not hold (the SQLite store's file may)."""
+        return None
+
+    def _stored_claim(self, key: str, claim: str, now: float) -> str | None:
+        """A live session's claim that memory does not hold (the SQLite store's file may)."""
+        return None
 
     def _get(self, key: str, now: float) -> _Counters | None:
         counters = self._keys.get(key)
@@ -58,11 +77,20 @@ class MemoryBudgetStore:
         """Forget expired keys."""
         self._keys = {k: c for k, c in self._keys.items() if c.expires_at > now}
 
-    async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
+    async def begin_step(
+        self, session_key: str, ttl_s: int, request_id: str | None = None
+    ) -> StepStart:
         counters = self._touch(session_key, ttl_s, time.time())
+        step = counters.steps
         counters.steps += 1
+        if request_id is not None:
+            if counters.step_of is None or counters.request_of is None:
+                counters.step_of, counters.request_of = {}, {}
+            counters.step_of[request_id] = step
+            counters.request_of[step] = request_id
+            self._request_written(session_key, request_id, step, counters.expires_at)
         self._written(session_key, counters)
-        return StepStart(counters.steps - 1, counters.used)
+        return StepStart(step, counters.used)
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
         now = time.time()
@@ -100,6 +128,35 @@ class MemoryBudgetStore:
         counters.outcome = True
         self._written(session_key, counters)
         return first
+
+    async def step_of(self, session_key: str, request_id: str) -> int | None:
+        now = time.time()
+        counters = self._get(session_key, now)
+        if counters is None:
+            return None
+        step = counters.step_of.get(request_id) if counters.step_of else None
+        return step if step is not None else self._stored_step(session_key, request_id, now)
+
+    async def request_of(self, session_key: str, step: int) -> str | None:
+        counters = self._get(session_key, time.time())
+        return counters.request_of.get(step) if counters and counters.request_of else None
+
+    async def claim_key(self, session_key: str, key: str, value: str, ttl_s: int) -> str | None:
+        now = time.time()
+        counters = self._get(session_key, now)
+        if counters is not None:
+            claimed = counters.claims.get(key) if counters.claims else None
+            if claimed is None:
+                claimed = self._stored_claim(session_key, key, now)
+            if claimed is not None:
+                return claimed
+        counters = self._touch(session_key, ttl_s, now)
+        if counters.claims is None:
+            counters.claims = {}
+        counters.claims[key] = value
+        self._claim_written(session_key, key, value, counters.expires_at)
+        self._written(session_key, counters)
+        return None
 
     async def ping(self) -> bool:
         return True

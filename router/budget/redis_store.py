@@ -4,6 +4,10 @@ Each key is a Redis hash with fields `steps`, `used` and `outcome`. Every operat
 reads and then writes is one Lua script, so it is atomic across replicas. Keys carry a
 `{tenant}` hash tag, so all of one tenant's keys (its sessions and its daily cap) sit in
 one Redis Cluster slot and a script may touch them together.
+
+A session's entries are more fields of its hash (`r:<request id>` → step, `s:<step>` →
+request id, `i:<idempotency key>` → what it was claimed with), so they expire with the
+session, and the script that counts a step also writes its request id: no extra round trip.
 """
 
 from __future__ import annotations
@@ -15,11 +19,21 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from router.budget.base import Reservation, Scope, SessionInfo, StepStart
 
-_BEGIN_STEP = """
+# A session's entries: fields of its hash named by these prefixes.
+STEP_OF_REQUEST = "r:"  # + request id → the step's index
+REQUEST_OF_STEP = "s:"  # + step index → the step's request id
+CLAIMED_KEY = "i:"  # + idempotency key → what it was claimed with
+
+# ARGV: ttl, then optionally the step's request id.
+_BEGIN_STEP = f"""
 local steps = redis.call('HINCRBY', KEYS[1], 'steps', 1)
+if ARGV[2] then
+  redis.call('HSET', KEYS[1], '{STEP_OF_REQUEST}' .. ARGV[2], steps - 1,
+             '{REQUEST_OF_STEP}' .. (steps - 1), ARGV[2])
+end
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
-return {steps - 1, used}
+return {{steps - 1, used}}
 """
 
 # ARGV: cost, then (limit, ttl) for each key in KEYS order.
@@ -47,6 +61,15 @@ end
 return 1
 """
 
+# ARGV: field, value, ttl. Returns the value claimed before, or nil if this call claimed it.
+_CLAIM = """
+local claimed = redis.call('HGET', KEYS[1], ARGV[1])
+if claimed then return claimed end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return false
+"""
+
 _MARK_OUTCOME = """
 local first = redis.call('HSETNX', KEYS[1], 'outcome', 1)
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -65,14 +88,18 @@ class RedisBudgetStore:
         self._reserve = self._redis.register_script(_RESERVE)
         self._refund = self._redis.register_script(_REFUND)
         self._mark_outcome = self._redis.register_script(_MARK_OUTCOME)
+        self._claim = self._redis.register_script(_CLAIM)
 
     def _key(self, key: str) -> str:
         # Store keys look like "<tenant>/<rest>"; the tenant becomes the Cluster hash tag.
         tenant, _, rest = key.partition("/")
         return f"{self._prefix}:{{{tenant}}}:{rest}"
 
-    async def begin_step(self, session_key: str, ttl_s: int) -> StepStart:
-        step, used = await self._begin_step(keys=[self._key(session_key)], args=[ttl_s])
+    async def begin_step(
+        self, session_key: str, ttl_s: int, request_id: str | None = None
+    ) -> StepStart:
+        args: list[Any] = [ttl_s] if request_id is None else [ttl_s, request_id]
+        step, used = await self._begin_step(keys=[self._key(session_key)], args=args)
         return StepStart(int(step), int(used))
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
@@ -99,8 +126,26 @@ class RedisBudgetStore:
     async def mark_outcome(self, session_key: str, ttl_s: int) -> bool:
         return bool(await self._mark_outcome(keys=[self._key(session_key)], args=[ttl_s]))
 
+    async def step_of(self, session_key: str, request_id: str) -> int | None:
+        value = await self._redis.hget(self._key(session_key), STEP_OF_REQUEST + request_id)
+        return int(value) if value is not None else None
+
+    async def request_of(self, session_key: str, step: int) -> str | None:
+        value = await self._redis.hget(self._key(session_key), f"{REQUEST_OF_STEP}{step}")
+        return _text(value)
+
+    async def claim_key(self, session_key: str, key: str, value: str, ttl_s: int) -> str | None:
+        claimed = await self._claim(
+            keys=[self._key(session_key)], args=[CLAIMED_KEY + key, value, ttl_s]
+        )
+        return _text(claimed)
+
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
