@@ -1,0 +1,290 @@
+"""The harness every SIMULATED world runs in: play an episode under a behaviour, write the
+proxy's step logs, measure the ground truth.
+
+A world is a task environment with two simulated models (the weak base model and the
+strong intervention) whose chance of answering a step rightly depends on a HIDDEN
+difficulty of that step. An episode shows the agent's transcript (`messages`) exactly as an
+agent would send it to the proxy, and keeps its hidden `hard` flag for the oracle and for
+statistics only: nothing the harness writes or a policy sees carries it.
+
+`play` produces the records the proxy itself would write (DESIGN.md, "The step record"): a
+step record per step with the features the proxy computes, an outcome record per session,
+and, with `step_rewards`, one feedback record per step whose environment reward is nonzero,
+as an environment reporting progress to `POST /v1/sessions/{id}/feedback` would.
+
+Data collection mimics a tenant with exploration ε on the `never` policy: each step with
+budget left escalates with probability ε (logged propensity ε, `explored`), else stays on
+the base model (propensity 1 - ε); a step without budget stays on base with propensity 1.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from router.decision import BASE, BudgetView, Decision
+from router.state import Message, StepState
+from training.simworld import Behaviour, policy_behaviour, random_behaviour
+
+__all__ = [
+    "INTERVENTION",
+    "Behaviour",
+    "Episode",
+    "Oracle",
+    "Rollout",
+    "World",
+    "evaluate",
+    "exploring_never",
+    "oracle_behaviour",
+    "play",
+    "policy_behaviour",
+    "random_behaviour",
+    "write_logs",
+]
+
+INTERVENTION = "strong"
+
+
+class Episode(Protocol):
+    """One task being played: what the agent has seen so far, and the hidden difficulty."""
+
+    @property
+    def messages(self) -> Sequence[Message]: ...
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def hard(self) -> bool:
+        """The current step is one where the weak model often errs (hidden)."""
+        ...
+
+
+E = TypeVar("E", bound=Episode)
+
+
+class World(Protocol[E]):
+    """A task environment with simulated weak and strong models."""
+
+    name: str
+
+    def new_episode(self, index: int, seed: int) -> E: ...
+
+    def act(self, episode: E, escalated: bool) -> float:
+        """The step is answered by the base model or the intervention; the world moves on.
+        Returns the step's environment reward (progress, like a game's score increment)."""
+        ...
+
+    def succeeded(self, episode: E) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """Escalates exactly at the hidden hard steps while budget lasts: the ceiling a helper
+    could reach with perfect knowledge of where the weak model fails. It reads what no
+    helper can, so `play` hands it the hidden flag. With `share` < 1 it escalates at each
+    hard step with that probability: the same knowledge spent at a lower usage."""
+
+    share: float = 1.0
+    policy_id: str = "oracle"
+
+    def decide(self, hard: bool, budget: BudgetView, rng: random.Random) -> Decision:
+        if hard and budget.can_intervene and (self.share >= 1.0 or rng.random() < self.share):
+            return Decision(INTERVENTION, 1.0, self.share, self.policy_id, "oracle")
+        return Decision(BASE, float(hard), 1.0, self.policy_id, "oracle")
+
+
+def oracle_behaviour(share: float = 1.0) -> Oracle:
+    return Oracle(share)
+
+
+def exploring_never(epsilon: float) -> Behaviour:
+    """A tenant with exploration ε on the `never` policy, under the session's hard budget."""
+
+    def decide(state: StepState, budget: BudgetView, rng: random.Random) -> Decision:
+        if not budget.can_intervene:
+            return Decision(BASE, 0.0, 1.0, "never", "budget")
+        if rng.random() < epsilon:
+            return Decision(INTERVENTION, 0.0, epsilon, "never", "exploration", explored=True)
+        return Decision(BASE, 0.0, 1.0 - epsilon, "never", "never")
+
+    return decide
+
+
+@dataclass(frozen=True)
+class Rollout:
+    success: bool
+    interventions: int
+    steps: int
+    hard_steps: int
+    escalations_at_hard: int
+    reward: float  # the step rewards summed
+    records: list[dict[str, Any]]
+
+
+def play(
+    world: World[E],
+    behaviour: Behaviour | Oracle,
+    index: int,
+    seed: int,
+    budget: int,
+    *,
+    tenant: str = "sim",
+    route: str = "agent",
+    log: bool = False,
+    step_rewards: bool = False,
+) -> Rollout:
+    """Play one episode under a behaviour; with `log`, also return its records."""
+    from router.state import extract_features  # at call time: the current feature set
+
+    episode = world.new_episode(index, seed)
+    decide_rng = random.Random(f"decide/{seed}/{index}")
+    session = f"{world.name}-{seed}-{index}"
+    used = hard_steps = at_hard = 0
+    total = 0.0
+    records: list[dict[str, Any]] = []
+    while not episode.done:
+        view = BudgetView(limit=budget, used=used, cheapest_cost=1)
+        messages = list(episode.messages)
+        features = extract_features(messages, episode.step)
+        features["prior_escalations"] = float(used)
+        state = StepState(tenant, session, episode.step, route, messages, features)
+        hard = episode.hard
+        if isinstance(behaviour, Oracle):
+            decision = behaviour.decide(hard, view, decide_rng)
+        else:
+            decision = behaviour(state, view, decide_rng)
+        if not view.can_intervene and decision.escalates:
+            decision = Decision(BASE, decision.p_escalate, 1.0, decision.policy_id, "budget")
+        escalated = decision.escalates
+        hard_steps += hard
+        at_hard += escalated and hard
+        used += escalated
+        reward = world.act(episode, escalated)
+        total += reward
+        if log:
+            after = episode.messages
+            answer: Message = after[len(messages)] if len(after) > len(messages) else {}
+            record = _step_record(state, decision, view, escalated, answer)
+            records.append(record)
+            if step_rewards and reward != 0.0:
+                records.append(_feedback_record(state, record["id"], reward))
+    success = world.succeeded(episode)
+    if log:
+        records.append(
+            {
+                "schema": 1,
+                "kind": "outcome",
+                "ts": float(episode.step),
+                "tenant": tenant,
+                "session": session,
+                "success": success,
+                "reward": float(success),
+            }
+        )
+    return Rollout(success, used, episode.step, hard_steps, at_hard, total, records)
+
+
+def _step_record(
+    state: StepState, decision: Decision, view: BudgetView, escalated: bool, answer: Message
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema": 1,
+        "kind": "step",
+        "id": f"{state.session}-{state.step}",
+        "ts": float(state.step),
+        "tenant": state.tenant,
+        "session": state.session,
+        "step": state.step,
+        "route": state.route,
+        "state": {"messages": list(state.messages), "features": state.features},
+        "decision": {
+            "action": decision.action,
+            "p_escalate": round(decision.p_escalate, 6),
+            "propensity": round(decision.propensity, 6),
+            "explored": decision.explored,
+            "policy": decision.policy_id,
+            "reason": decision.reason,
+            "budget_before": view.remaining,
+            "budget_after": view.remaining - escalated,
+        },
+        "upstream": {"name": "strong" if escalated else "weak", "model": "simulated"},
+    }
+    if answer:
+        record["response"] = {
+            "content": answer.get("content"),
+            "tool_calls": answer.get("tool_calls"),
+        }
+    return record
+
+
+def _feedback_record(state: StepState, request_id: str, reward: float) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "kind": "feedback",
+        "ts": state.step + 0.5,
+        "tenant": state.tenant,
+        "session": state.session,
+        "step": state.step,
+        "request_id": request_id,
+        "reward": round(reward, 6),
+    }
+
+
+def write_logs(
+    directory: str | Path,
+    world: World[Any],
+    episodes: int,
+    seed: int = 0,
+    budget: int = 4,
+    *,
+    exploration: float = 0.3,
+    behaviour_factory: Callable[[int], Behaviour] | None = None,
+    step_rewards: bool = False,
+    segment_sessions: int = 5_000,
+) -> int:
+    """Logs of `episodes` sessions as the proxy writes them. Each session runs
+    `behaviour_factory(index)` when given, else the exploring `never` tenant. Returns the
+    number of steps written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for first in range(0, episodes, segment_sessions):
+        path = directory / f"{world.name}-{seed}-{first // segment_sessions:05d}.jsonl"
+        with path.open("w") as handle:
+            for index in range(first, min(first + segment_sessions, episodes)):
+                behaviour = (
+                    behaviour_factory(index) if behaviour_factory else exploring_never(exploration)
+                )
+                rollout = play(
+                    world, behaviour, index, seed, budget, log=True, step_rewards=step_rewards
+                )
+                for record in rollout.records:
+                    handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+                written += rollout.steps
+    return written
+
+
+def evaluate(
+    world: World[Any], behaviour: Behaviour | Oracle, episodes: int, seed: int, budget: int
+) -> dict[str, float]:
+    """Ground truth for a behaviour on fresh episodes: success rate, interventions and hard
+    steps per episode, and the share of its escalations spent at hard steps."""
+    rollouts = [play(world, behaviour, index, seed, budget) for index in range(episodes)]
+    used = sum(r.interventions for r in rollouts)
+    n = max(episodes, 1)
+    return {
+        "episodes": float(episodes),
+        "success": sum(r.success for r in rollouts) / n,
+        "interventions": used / n,
+        "at_hard": sum(r.escalations_at_hard for r in rollouts) / used if used else 0.0,
+        "hard_steps": sum(r.hard_steps for r in rollouts) / n,
+        "steps": sum(r.steps for r in rollouts) / n,
+    }
