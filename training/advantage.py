@@ -81,12 +81,24 @@ def session_folds(n_sessions: int, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def returns(data: Dataset) -> dict[str, np.ndarray]:
-    """The returns a learner may target: the outcome always; with step rewards, also the
-    outcome plus the rewards to go (scaled to the outcome's spread) and the step's own
-    reward (the least noisy signal of what the action did)."""
+def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The returns a learner may target: the outcome always; given the PRM's P(success) of
+    every state, the next state's value (z after the last step: a one-step temporal
+    difference target, far less noisy than the outcome, blind to silent mistakes); with
+    step rewards, the next state's value plus the step's reward, and the outcome plus the
+    rewards to go (scaled to the outcome's spread). (The step's reward alone was tried as a
+    target: where rewards come only with subgoals, its effect ranked hard steps below
+    chance.)"""
     z = data.success[data.session]
     out = {"outcome": z}
+    if value is not None and len(value) == data.n_steps:
+        following = np.append(value[1:], 0.0)
+        last = data.is_last
+        out["next state"] = np.where(last, z, following)
+        if data.has_step_rewards:
+            spread = float(data.reward.std())
+            scale = float(value.std()) / spread if spread > 0 else 0.0
+            out["next state"] = out["next state"] + scale * data.reward
     if not data.has_step_rewards:
         return out
     # Rewards to go: a reversed cumulative sum within each session.
@@ -99,7 +111,6 @@ def returns(data: Dataset) -> dict[str, np.ndarray]:
     spread = float(to_go.std())
     scale = float(z.std()) / spread if spread > 0 else 0.0
     out["return"] = z + scale * to_go
-    out["step reward"] = data.reward.astype(np.float64)
     return out
 
 

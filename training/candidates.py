@@ -45,6 +45,7 @@ class Candidate:
     flags: np.ndarray | None = None  # fixed candidates: where it intervenes, every step
     sessions: np.ndarray | None = None  # fixed candidates: the sessions it is judged on
     directory: Path | None = None  # fixed candidates: their artifact
+    text: bool = True  # whether its model reads the text embedding (else features alone)
 
 
 @dataclass(frozen=True)
@@ -55,15 +56,24 @@ class Choice:
 
 
 def score_candidates(
-    effects: list[Effects], prm: LinearModel | None, value: np.ndarray
+    effects: list[tuple[Effects, bool]], prm: LinearModel | None, value: np.ndarray
 ) -> list[Candidate]:
+    """Candidates from each learner's effects (`True`: fitted on features and text)."""
     out = []
-    for effect in effects:
+    for effect, text in effects:
         m0, m1 = effect.t_model
         difference = LinearModel(m1.bias - m0.bias, m1.weights - m0.weights)
+        inputs = "" if text else ", features"
         out += [
-            Candidate(f"DR advantage ({effect.name})", effect.dr_learner, effect.dr_model),
-            Candidate(f"T-learner ({effect.name})", effect.t_learner, difference),
+            Candidate(
+                f"DR advantage ({effect.name}{inputs})",
+                effect.dr_learner,
+                effect.dr_model,
+                text=text,
+            ),
+            Candidate(
+                f"T-learner ({effect.name}{inputs})", effect.t_learner, difference, text=text
+            ),
         ]
     risk = -np.log(np.clip(value, 1e-9, 1.0) / np.clip(1.0 - value, 1e-9, 1.0))
     negated = None if prm is None else LinearModel(-prm.bias, -prm.weights)
@@ -108,6 +118,9 @@ def export_choice(
         assert candidate.directory is not None
         shutil.copytree(candidate.directory, directory)
         return choice.estimate
+    if not candidate.text:
+        matrix = matrix[:, : len(feature_columns)]
+        embedding = None
     scores = candidate.model.logit(matrix).astype(np.float64)
     threshold = threshold_for_usage(evidence, scores, choice.estimate.usage)
     spread = float(scores[evidence.informative].std()) or 1.0

@@ -437,16 +437,23 @@ def _candidates(
     rows = informative(data, cost)
     folds = session_folds(data.n_sessions, config.folds, config.seed)
     settings = AdvantageConfig(folds=config.folds, max_rows=config.max_fit_rows, seed=config.seed)
+    # Each return is learned from the features alone and from features and text: on a few
+    # hundred sessions the text's hundreds of columns can drown a signal the features carry.
+    n_features = len(inputs.feature_columns)
+    designs = [(matrix[:, :n_features], False, inputs.scaled[:n_features])]
+    if inputs.embedding_dim:
+        designs.append((matrix, True, inputs.scaled))
     effects = [
-        estimate_effects(name, target, matrix, data, rows, folds, settings, inputs.scaled)
-        for name, target in returns(data).items()
+        (estimate_effects(name, target, design, data, rows, folds, settings, scaled), text)
+        for name, target in returns(data, value).items()
+        for design, text, scaled in designs
     ]
     evidence = Evidence(
         start=data.start,
         position=data.step.astype(np.int64),
         success=data.success,
         action=data.action.astype(np.int64),
-        pseudo=effects[0].pseudo,  # the outcome's: every candidate is judged on P(success)
+        pseudo=effects[0][0].pseudo,  # the outcome's: every candidate is judged on P(success)
         propensity=np.where(rows, escalation_propensity(data), 0.0),
         informative=rows,
         cap=cap,
