@@ -57,6 +57,7 @@ class Effects:
     dr_learner: np.ndarray  # out-of-fold τ̂ fitted on φ
     t_model: tuple[LinearModel, LinearModel]  # m̂_0, m̂_1 on every informative step
     dr_model: LinearModel  # τ̂ on every informative step
+    fit_error: float  # out-of-fold mean squared error of m̂_a(s_t) against G_t
 
 
 def escalation_propensity(data: Dataset) -> np.ndarray:
@@ -85,10 +86,10 @@ def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndar
     """The returns a learner may target: the outcome always; given the PRM's P(success) of
     every state, the next state's value (z after the last step: a one-step temporal
     difference target, far less noisy than the outcome, blind to silent mistakes); with
-    step rewards, the next state's value plus the step's reward, and the outcome plus the
-    rewards to go (scaled to the outcome's spread). (The step's reward alone was tried as a
-    target: where rewards come only with subgoals, its effect ranked hard steps below
-    chance.)"""
+    step rewards, the next state's value plus the step's reward, the outcome plus the
+    rewards to go (scaled to the outcome's spread), and the step's own reward (where the
+    environment rewards every step, the least noisy signal of what the action did; where it
+    rewards only subgoals, a weak one)."""
     z = data.success[data.session]
     out = {"outcome": z}
     if value is not None and len(value) == data.n_steps:
@@ -111,6 +112,7 @@ def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndar
     spread = float(to_go.std())
     scale = float(z.std()) / spread if spread > 0 else 0.0
     out["return"] = z + scale * to_go
+    out["step reward"] = data.reward.astype(np.float64)
     return out
 
 
@@ -133,6 +135,7 @@ def estimate_effects(
     pseudo = np.zeros(data.n_steps)
     t_oof = np.zeros(data.n_steps)
     dr_oof = np.zeros(data.n_steps)
+    squared_error = np.zeros(data.n_steps)
     folds = range(int(fold_of_session.max()) + 1) if len(fold_of_session) else range(0)
 
     def fit(target_rows: np.ndarray, values: np.ndarray) -> LinearModel:
@@ -146,6 +149,7 @@ def estimate_effects(
         mu0, mu1 = m0.logit(matrix[mine]), m1.logit(matrix[mine])
         mu_a = np.where(a[mine] == 1, mu1, mu0)
         t_oof[mine] = mu1 - mu0
+        squared_error[mine] = (target[mine] - mu_a) ** 2
         pseudo[mine] = (
             mu1 - mu0 + (a[mine] - e[mine]) / (e[mine] * (1 - e[mine])) * (target[mine] - mu_a)
         )
@@ -154,4 +158,5 @@ def estimate_effects(
         mine = rows & (fold == k)
         dr_oof[mine] = tau.logit(matrix[mine])
     t_model = (fit(rows & (a == 0), target), fit(rows & (a == 1), target))
-    return Effects(name, pseudo, t_oof, dr_oof, t_model, fit(rows, pseudo))
+    error = float(squared_error[rows].mean()) if rows.any() else float("inf")
+    return Effects(name, pseudo, t_oof, dr_oof, t_model, fit(rows, pseudo), error)

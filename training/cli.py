@@ -162,7 +162,7 @@ def _may_install(result: TrainResult, target: Path, force: bool, console: Consol
         verdict_ok, reasons = False, ["no candidate helper is estimable from these logs"]
     else:
         installed, note = judge_installed(target, result.dataset, result.evidence)
-        verdict = check(selected.estimate, installed, note)
+        verdict = check(selected.estimate, installed, note, selected.compared)
         verdict_ok, reasons = verdict.install, verdict.reasons
     for reason in reasons:
         console.print(f"  {reason}")

@@ -3,6 +3,9 @@ installed now, beyond the uncertainty of its own estimate.
 
 Both comparisons are paired: the figures come from the same logged sessions, so the gain
 over `never` is estimated per session (training/selection.py) with its standard error. The
+helper was the best of several candidates judged on those same sessions, so its estimate is
+optimistic (the winner's curse): the bound is Bonferroni-corrected for the number compared
+(z = 2.77 for ten candidates instead of 1.96). The
 installed helper is judged on the same evidence by scoring the logged states with its own
 artifact, where it reads them as they were logged (its text rendering must be the one
 `escalator train` logs now); otherwise the gate says it could not compare.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -20,7 +24,10 @@ from router.state import FEATURE_NAMES
 from training.dataset import Dataset
 from training.selection import Evidence, PolicyEstimate, judge
 
-Z = 1.96
+
+def z_for(compared: int) -> float:
+    """The two-sided 95% normal quantile, Bonferroni-corrected for `compared` tests."""
+    return NormalDist().inv_cdf(1 - 0.025 / max(compared, 1))
 
 
 @dataclass(frozen=True)
@@ -30,28 +37,35 @@ class Verdict:
 
 
 def check(
-    chosen: PolicyEstimate, installed: PolicyEstimate | None, installed_note: str | None
+    chosen: PolicyEstimate,
+    installed: PolicyEstimate | None,
+    installed_note: str | None,
+    compared: int = 1,
 ) -> Verdict:
     reasons = []
     ok = True
+    z = z_for(compared)
     if not chosen.estimable:
         ok = False
         reasons.append(
             f"{chosen.policy}: not estimable from these logs (support {chosen.support}, "
             f"{chosen.unsupported:.0%} of its interventions where the logs had no choice)"
         )
-    low = chosen.gain - Z * chosen.gain_se
+    low = chosen.gain - z * chosen.gain_se
     if not low > 0:
         ok = False
         reasons.append(
-            f"{chosen.policy}: gain over never {chosen.gain:+.3f} ± {Z * chosen.gain_se:.3f} "
-            "is not above zero beyond its uncertainty"
+            f"{chosen.policy}: gain over never {chosen.gain:+.3f} ± {z * chosen.gain_se:.3f} "
+            f"is not above zero beyond its uncertainty (best of {compared} candidates)"
         )
     else:
-        reasons.append(f"gain over never {chosen.gain:+.3f} ± {Z * chosen.gain_se:.3f}")
+        reasons.append(
+            f"gain over never {chosen.gain:+.3f} ± {z * chosen.gain_se:.3f} "
+            f"(best of {compared} candidates)"
+        )
     if installed is not None:
         margin = chosen.gain - installed.gain
-        spread = Z * float(np.hypot(chosen.gain_se, installed.gain_se))
+        spread = z * float(np.hypot(chosen.gain_se, installed.gain_se))
         if not margin > -spread / 2 or not chosen.success + 1e-12 >= installed.success - spread:
             ok = False
             reasons.append(

@@ -112,6 +112,11 @@ class Selected:
     frontier: list[PolicyEstimate]  # every candidate at every threshold judged
 
     @property
+    def compared(self) -> int:
+        """How many candidates the choice was made among (for the winner's curse)."""
+        return len({e.policy for e in self.frontier})
+
+    @property
     def predicted_success(self) -> float:
         return self.estimate.success
 
@@ -437,17 +442,20 @@ def _candidates(
     rows = informative(data, cost)
     folds = session_folds(data.n_sessions, config.folds, config.seed)
     settings = AdvantageConfig(folds=config.folds, max_rows=config.max_fit_rows, seed=config.seed)
-    # Each return is learned from the features alone and from features and text: on a few
-    # hundred sessions the text's hundreds of columns can drown a signal the features carry.
+    # Each return is learned from the features alone and from features and text, and the
+    # inputs whose outcome models predict it better out of fold are kept: on a few hundred
+    # sessions the text's hundreds of columns can drown a signal the features carry.
     n_features = len(inputs.feature_columns)
     designs = [(matrix[:, :n_features], False, inputs.scaled[:n_features])]
     if inputs.embedding_dim:
         designs.append((matrix, True, inputs.scaled))
-    effects = [
-        (estimate_effects(name, target, design, data, rows, folds, settings, scaled), text)
-        for name, target in returns(data, value).items()
-        for design, text, scaled in designs
-    ]
+    effects = []
+    for name, target in returns(data, value).items():
+        fitted = [
+            (estimate_effects(name, target, design, data, rows, folds, settings, scaled), text)
+            for design, text, scaled in designs
+        ]
+        effects.append(min(fitted, key=lambda pair: pair[0].fit_error))
     evidence = Evidence(
         start=data.start,
         position=data.step.astype(np.int64),
