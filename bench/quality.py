@@ -6,7 +6,8 @@
 
 Per world (training/worlds/: textgame, gridtext, dataagent) and mode (`outcome`: only the
 session outcomes are reported; `steps`: the environment's step rewards too, as feedback
-records), each run does, in-process:
+records), each run does, in-process (with `--through-proxy`, stages 1-3 and the helper's
+episodes go through a real `escalator serve` instead: see below):
 
 1. Collect: `--collect` episodes (240) as a tenant with exploration ε (0.3) on the `never`
    policy, hard budget C (4), into a temporary log directory in the proxy's format.
@@ -24,8 +25,19 @@ Printed per run: success with its 95% Wilson interval, escalations per episode, 
 of escalations at hidden hard steps, the share of the oracle's gain the helper recovers,
 (helper - never) / (oracle - never), against the oracle at C and at equal usage, and the
 helper's realised usage and success against the trainer's predictions; then the means over
-runs (intervals over the pooled episodes). The loop runs in-process: the proxy
-itself is not in it (no `--through-proxy` yet).
+runs (intervals over the pooled episodes).
+
+    python bench/quality.py --quick --through-proxy --world textgame --mode steps
+
+`--through-proxy` runs the loop as a user would (bench/quality_proxy.py): the proxy in a
+child process on a free port in front of a simulated upstream, the episodes played as
+sessions over HTTP (`--concurrency` at once; step rewards to the feedback endpoint, the
+outcome to the outcome endpoint), `escalator train --install` on the proxy's own step log
+(a gate refusal is printed, then overridden with `--force`), the proxy restarted on the
+installed helper, and the helper's fresh episodes played through it. The baselines stay
+in-process (they need no proxy), and so does a second run of the same helper, `helper
+(in-process)`, which should agree with the proxy's row. Also printed: the gate's verdict,
+how the proxy decided the steps (from its step log), and wall times per stage.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.quality_proxy import Served, helper_through_proxy  # noqa: E402
 from router.policies import PolicyContext, build_policy  # noqa: E402
 from training.worlds import NAMES, make_world  # noqa: E402
 from training.worlds.base import (  # noqa: E402
@@ -73,6 +86,8 @@ class QualityConfig:
     runs: int = 3
     seed: int = 0
     bisect_steps: int = 8  # bisection steps matching a baseline's usage to the helper's
+    through_proxy: bool = False  # stages 1-3 and the helper's episodes through `escalator serve`
+    concurrency: int = 12  # sessions in flight at once through the proxy
 
 
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -130,34 +145,59 @@ def matched(
     return best[1], best[2]
 
 
-def run_once(
-    name: str, world: World[Any], mode: str, seed: int, config: QualityConfig
-) -> dict[str, Any]:
+def serve_in_process(
+    world: World[Any], mode: str, seed: int, fresh: int, tmp: Path, config: QualityConfig
+) -> Served:
+    """Stages 1-3 in this process, and the helper on the fresh episodes."""
     from training.pipeline import TrainConfig, train
 
     started = time.perf_counter()
+    logs, out = tmp / "logs", tmp / "out"
+    write_logs(
+        logs,
+        world,
+        config.collect,
+        seed=seed,
+        budget=config.cap,
+        exploration=config.exploration,
+        step_rewards=mode == "steps",
+    )
+    collected = time.perf_counter()
+    result = train(
+        TrainConfig(
+            logs=str(logs), out=str(out), budgets=(config.usage,), cap=config.cap, seed=seed
+        )
+    )
+    trained = time.perf_counter()
+    directory, candidate, predicted_usage, predicted_success = chosen_helper(result)
+    helper, kind = artifact_policy(directory)
+    figures = {"helper": evaluate(world, helper, config.episodes, fresh, config.cap)}
+    return Served(
+        directory=directory,
+        figures=figures,
+        candidate=candidate,
+        kind=kind,
+        predicted_usage=predicted_usage,
+        predicted_success=predicted_success,
+        table_dir=result.budgets[0].table_dir,
+        seconds={
+            "collect": round(collected - started, 1),
+            "train": round(trained - collected, 1),
+            "helper": round(time.perf_counter() - trained, 1),
+        },
+    )
+
+
+def run_once(
+    name: str, world: World[Any], mode: str, seed: int, config: QualityConfig
+) -> dict[str, Any]:
+    fresh = seed + 100_003
     with tempfile.TemporaryDirectory(prefix="escalator-quality-") as tmp:
-        logs, out = Path(tmp) / "logs", Path(tmp) / "out"
-        write_logs(
-            logs,
-            world,
-            config.collect,
-            seed=seed,
-            budget=config.cap,
-            exploration=config.exploration,
-            step_rewards=mode == "steps",
-        )
-        collected = time.perf_counter()
-        result = train(
-            TrainConfig(
-                logs=str(logs), out=str(out), budgets=(config.usage,), cap=config.cap, seed=seed
-            )
-        )
-        trained = time.perf_counter()
-        directory, candidate, predicted_usage, predicted_success = chosen_helper(result)
-        helper, kind = artifact_policy(directory)
-        table_dir = result.budgets[0].table_dir
-        fresh = seed + 100_003
+        if config.through_proxy:
+            served = helper_through_proxy(world, mode == "steps", seed, fresh, Path(tmp), config)
+        else:
+            served = serve_in_process(world, mode, seed, fresh, Path(tmp), config)
+        started = time.perf_counter()
 
         def measure(behaviour: Behaviour | Oracle) -> dict[str, float]:
             return evaluate(world, behaviour, config.episodes, fresh, config.cap)
@@ -169,8 +209,10 @@ def run_once(
             "never": measure(policy({"kind": "never"})),
             "always": measure(policy({"kind": "always"})),
             f"oracle (C={config.cap})": measure(oracle_behaviour()),
-            "helper": measure(helper),
+            **served.figures,
         }
+        if config.through_proxy:  # the same helper without the proxy: the rows should agree
+            figures["helper (in-process)"] = measure(artifact_policy(served.directory)[0])
         usage = figures["helper"]["interventions"]
         knobs: dict[str, float] = {}
         p, figures["random (matched)"] = matched(
@@ -181,8 +223,8 @@ def run_once(
             oracle_behaviour, usage, True, measure, config.bisect_steps
         )
         knobs["oracle (matched)"] = share
-        if table_dir is not None:
-            prm = str(table_dir)
+        if served.table_dir is not None:
+            prm = str(served.table_dir)
             tau, figures["PRM threshold (matched)"] = matched(
                 lambda t: policy({"kind": "threshold", "threshold": t, "prm": prm}),
                 usage,
@@ -201,19 +243,18 @@ def run_once(
         "world": name,
         "mode": mode,
         "seed": seed,
-        "candidate": candidate,
-        "artifact_kind": kind,
-        "predicted_usage": predicted_usage,
-        "predicted_success": predicted_success,
+        "through_proxy": config.through_proxy,
+        "candidate": served.candidate,
+        "artifact_kind": served.kind,
+        "predicted_usage": served.predicted_usage,
+        "predicted_success": served.predicted_success,
         "policies": figures,
         "knobs": knobs,
         "gain_recovered": gain,
         "gain_recovered_at_usage": at_usage,
-        "seconds": {
-            "collect": round(collected - started, 1),
-            "train": round(trained - collected, 1),
-            "evaluate": round(time.perf_counter() - trained, 1),
-        },
+        "gate_accepted": served.gate_accepted,
+        "notes": served.notes,
+        "seconds": {**served.seconds, "evaluate": round(time.perf_counter() - started, 1)},
     }
 
 
@@ -225,6 +266,7 @@ def print_run(run: dict[str, Any], label: str) -> None:
     print(f"\n{run['world']} / {run['mode']} — {label}: helper {run['candidate']!r}")
     print(f"  {'policy':<26}{'success':>8}  {'95% interval':<15}{'esc/ep':>7}{'at hard':>9}")
     for name, f in run["policies"].items():
+        shown = "helper (through proxy)" if name == "helper" and run.get("through_proxy") else name
         n = f.get("episodes", 0.0)
         lo, hi = wilson(f["success"] * n, n) if n else (math.nan, math.nan)
         knob = run["knobs"].get(name)
@@ -232,7 +274,7 @@ def print_run(run: dict[str, Any], label: str) -> None:
         extra = f"   ({letter}={knob:.3f})" if knob is not None else ""
         at_hard = f"{f['at_hard']:.2f}" if f["interventions"] else "-"
         print(
-            f"  {name:<26}{f['success']:>8.3f}  [{lo:.3f}, {hi:.3f}] "
+            f"  {shown:<26}{f['success']:>8.3f}  [{lo:.3f}, {hi:.3f}] "
             f"{f['interventions']:>7.2f}{at_hard:>9}{extra}"
         )
     helper = run["policies"]["helper"]
@@ -242,9 +284,10 @@ def print_run(run: dict[str, Any], label: str) -> None:
         f"usage {helper['interventions']:.2f} (trainer predicted {run['predicted_usage']:.2f}), "
         f"success {helper['success']:.3f} (predicted {run['predicted_success']:.3f})"
     )
+    for note in run.get("notes", []):
+        print(f"  {note}")
     if "seconds" in run:
-        s = run["seconds"]
-        print(f"  seconds: collect {s['collect']}, train {s['train']}, evaluate {s['evaluate']}")
+        print("  seconds: " + ", ".join(f"{k} {v}" for k, v in run["seconds"].items()))
 
 
 def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -260,9 +303,12 @@ def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for n in names
     }
+    gates = [r["gate_accepted"] for r in runs if r.get("gate_accepted") is not None]
     return {
         "world": runs[0]["world"],
         "mode": runs[0]["mode"],
+        "through_proxy": runs[0].get("through_proxy", False),
+        "notes": [f"gate accepted {sum(gates)} of {len(gates)} helpers"] if gates else [],
         "candidate": ", ".join(sorted({r["candidate"] for r in runs})),
         "predicted_usage": avg([r["predicted_usage"] for r in runs]),
         "predicted_success": avg([r["predicted_success"] for r in runs]),
@@ -289,6 +335,17 @@ def parse(argv: list[str] | None = None) -> tuple[QualityConfig, str | None]:
     parser.add_argument("--seed", type=int, default=default.seed, help="first run's seed")
     parser.add_argument("--quick", action="store_true", help="one run, 100 fresh episodes")
     parser.add_argument("--json", metavar="OUT", help="write every figure to this file")
+    parser.add_argument(
+        "--through-proxy",
+        action="store_true",
+        help="collect, train (the CLI) and serve the helper through a real `escalator serve`",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=default.concurrency,
+        help="sessions in flight at once through the proxy",
+    )
     args = parser.parse_args(argv)
     config = QualityConfig(
         worlds=tuple(args.world or NAMES),
@@ -301,6 +358,8 @@ def parse(argv: list[str] | None = None) -> tuple[QualityConfig, str | None]:
         runs=args.runs or (1 if args.quick else default.runs),
         seed=args.seed,
         bisect_steps=6 if args.quick else default.bisect_steps,
+        through_proxy=args.through_proxy,
+        concurrency=args.concurrency,
     )
     return config, args.json
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from router.policies.base import PolicyContext, build_policy
@@ -24,6 +25,7 @@ from training.worlds.base import (
     write_logs,
 )
 from training.worlds.house import FRAGILE, WET, Step
+from training.worlds.proxy_driver import ProxyDriver
 from training.worlds.textgame import TextGameConfig, TextGameEpisode, TextGameWorld
 
 FAILURES = ("That is locked.", "Nothing happens.", "You can't go that way.", "You have lost")
@@ -99,6 +101,29 @@ def test_a_seed_fixes_the_logs(name: str, tmp_path: Path) -> None:
     first = [r["state"]["messages"] for r in records(tmp_path / "a") if r["kind"] == "step"]
     other = [r["state"]["messages"] for r in records(tmp_path / "c") if r["kind"] == "step"]
     assert first != other
+
+
+def test_a_real_proxy_logs_what_the_harness_writes(tmp_path: Path) -> None:
+    # `always` under a budget of 2 is deterministic and runs out mid-episode, so the proxy's
+    # budget ledger, features and step feedback are all compared with the harness's own.
+    world = make_world("dataagent")
+    always = policy_behaviour(build_policy({"kind": "always"}, PolicyContext("agent", "strong")))
+    with ProxyDriver(tmp_path / "proxy", cap=2, concurrency=8) as driver:
+        driver.serve({"kind": "always"}, exploration=0.0)
+        online = driver.play(world, 20, seed=5, label="t", step_rewards=True)
+        driver.stop()
+    assert online == evaluate(world, always, 20, 5, 2)
+    harness_logs = tmp_path / "harness"
+    write_logs(harness_logs, world, 20, 5, 2, behaviour_factory=lambda i: always, step_rewards=True)
+    proxied, summary = load_dataset(driver.logs)
+    harness, _ = load_dataset(harness_logs)
+    assert summary.feedback > 0 and summary.feedback_unmatched == 0
+    assert proxied.n_sessions == 20 and proxied.has_step_rewards
+    assert proxied.n_steps == harness.n_steps
+    for column in ("success", "step", "action", "remaining", "cost", "features"):
+        assert np.array_equal(getattr(proxied, column), getattr(harness, column)), column
+    assert np.allclose(proxied.reward, harness.reward, atol=1e-6)  # the harness rounds them
+    assert proxied.texts == harness.texts  # the proxy logged the world's transcript
 
 
 def test_the_text_agent_reads_user_observations_and_answers_one_action_line() -> None:

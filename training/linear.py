@@ -69,7 +69,7 @@ def fit_logistic(
     return LinearModel(float(model.intercept_[0] - np.dot(w, mean)), w)
 
 
-RIDGE_ALPHAS = np.logspace(-1, 5, 13)
+RIDGE_ALPHAS = np.logspace(-1, 5, 7)
 
 
 def fit_ridge(

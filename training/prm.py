@@ -62,17 +62,53 @@ class Prm(Protocol):
 
 
 class LinearPrm:
+    """Logistic regression on the features, with the text embedding only where it predicts
+    better: the last fifth of the training rows (whole sessions but one: rows are in session
+    order) decides by log-loss. On a few hundred sessions the embedding's hundreds of
+    columns can make the PRM worse than predicting the base rate."""
+
     kind = "linear"
 
     def __init__(self, config: PrmConfig) -> None:
         self.config = config
         self.model: LinearModel | None = None
+        self.text = True
 
     def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
         c = self.config
-        self.model = fit_logistic(
-            inputs.matrix, success, train, c.l2, c.max_rows, c.seed, scaled=inputs.scaled
+        n_features = len(inputs.feature_columns)
+        if inputs.embedding_dim and n_features:
+            index = np.flatnonzero(train)
+            cut = int(len(index) * 0.8)
+            losses = {}
+            for text in (False, True):
+                columns = inputs.matrix.shape[1] if text else n_features
+                model = fit_logistic(
+                    inputs.matrix[:, :columns],
+                    success,
+                    index[:cut],
+                    c.l2,
+                    c.max_rows,
+                    c.seed,
+                    scaled=inputs.scaled[:columns],
+                )
+                p = np.clip(model.predict(inputs.matrix[index[cut:], :columns]), 1e-6, 1 - 1e-6)
+                y = success[index[cut:]]
+                losses[text] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+            self.text = losses[True] < losses[False]
+        columns = inputs.matrix.shape[1] if self.text else n_features
+        model = fit_logistic(
+            inputs.matrix[:, :columns],
+            success,
+            train,
+            c.l2,
+            c.max_rows,
+            c.seed,
+            scaled=inputs.scaled[:columns],
         )
+        weights = np.zeros(inputs.matrix.shape[1])
+        weights[:columns] = model.weights
+        self.model = LinearModel(model.bias, weights)
 
     def state_value(self, inputs: StateInputs) -> np.ndarray:
         assert self.model is not None, "fit first"

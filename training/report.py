@@ -7,13 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from training.ope import Estimate
     from training.pipeline import TrainResult
+    from training.selection import PolicyEstimate
 
 
 def write_report(result: TrainResult, out: Path) -> Path:
@@ -44,19 +43,22 @@ def render_markdown(result: TrainResult) -> str:
         f"{result.logged['usage']:.2f} interventions per episode, "
         f"{result.logged['mean_steps']:.1f} steps per episode",
         "",
-        "## Candidates and baselines (off-policy, held-out sessions)",
+        *_selection_section(result),
+        "## The paper's method: DP helper (off-policy, held-out sessions)",
         "",
-        "Success and interventions per episode by doubly robust (DR) and IPS estimates with "
-        "the logged propensities (clipped at "
-        f"{c.clip:g}); ±1.96 standard errors; ESS = effective number of episodes; "
-        "model = the tabular MDP's own prediction. Baselines are tuned to the helper's "
+        "Success and interventions per episode by per-decision doubly robust (DR) and IPS "
+        "estimates with the logged propensities (clipped at "
+        f"{c.clip:g}); ±1.96 standard errors; ESS = effective number of episodes, and "
+        f"**not estimable** where it is under {_MIN_ESS} (the product of importance ratios of "
+        "a deterministic policy over long episodes collapses): the tabular MDP's own "
+        "prediction is shown instead, labelled `model`. Baselines are tuned to the helper's "
         "usage on the model.",
         "",
     ]
     for budget in result.budgets:
         s = budget.solution
         lines += [
-            f"### Target C = {budget.target:g}",
+            f"### DP, target C = {budget.target:g}",
             "",
             f"DP: λ = {s.penalty:.4f}, predicted success {s.success:.3f} at "
             f"{s.usage:.2f} interventions per episode. Helper agrees with the DP on "
@@ -100,6 +102,9 @@ def render_markdown(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+_MIN_ESS = 10  # episodes: below it an importance-weighted figure is not reported
+
+
 def _estimate_table(estimates: list[Estimate]) -> list[str]:
     rows = [
         "| policy | success DR | success IPS | interventions DR | IPS | model success | "
@@ -107,12 +112,78 @@ def _estimate_table(estimates: list[Estimate]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in estimates:
+        if e.ess < _MIN_ESS:
+            rows.append(
+                f"| {e.policy} | not estimable | not estimable | not estimable | "
+                f"not estimable | model {e.model_success:.3f} | model {e.model_usage:.2f} | "
+                f"{e.ess:,.1f} |"
+            )
+            continue
         rows.append(
             f"| {e.policy} | {e.success_dr:.3f} ± {1.96 * e.success_se:.3f} | "
             f"{e.success_ips:.3f} | {e.usage_dr:.2f} ± {1.96 * e.usage_se:.2f} | "
             f"{e.usage_ips:.2f} | {e.model_success:.3f} | {e.model_usage:.2f} | {e.ess:,.0f} |"
         )
     return rows
+
+
+def _selection_section(result: TrainResult) -> list[str]:
+    lines = [
+        "## The chosen helper (every session, cross-fitted)",
+        "",
+        "Candidates are judged at each target usage by a first-order doubly robust estimate "
+        "(per-step effects of intervening, from cross-fitted pseudo-outcomes, added along "
+        "the logged sessions): ±1.96 standard errors over sessions; ESS = effective number of "
+        "steps the correction rests on; support = logged intervention/base steps where the "
+        "policy intervenes. The chosen one is the best of several judged on the same "
+        "sessions, so its figure is optimistic; `--install` uses a Bonferroni-corrected "
+        "bound.",
+        "",
+    ]
+    for budget in result.budgets:
+        selected = budget.selected
+        lines += [f"### Target C = {budget.target:g}", ""]
+        if selected is None:
+            lines += ["No candidate is estimable from these logs.", ""]
+            continue
+        fullest: dict[str, PolicyEstimate] = {}
+        for e in selected.frontier:
+            if e.usage <= budget.target * 1.05 and (
+                e.policy not in fullest or e.usage > fullest[e.policy].usage
+            ):
+                fullest[e.policy] = e
+        lines += [
+            f"Chosen: **{selected.name}** among {selected.compared} candidates, "
+            f"exported to `{selected.directory}`.",
+            "",
+            "| policy | success | interventions/episode | gain over never | ESS | support |",
+            "|---|---:|---:|---:|---:|---:|",
+            *[
+                _selection_row(e, chosen=e is selected.estimate)
+                for e in [selected.estimate, *selected.baselines]
+            ],
+            "",
+            "Every candidate at the target usage:",
+            "",
+            "| candidate | success | interventions/episode | gain over never | ESS | support |",
+            "|---|---:|---:|---:|---:|---:|",
+            *[_selection_row(e) for e in sorted(fullest.values(), key=lambda e: -e.gain)],
+            "",
+        ]
+    return lines
+
+
+def _selection_row(e: PolicyEstimate, chosen: bool = False) -> str:
+    name = f"**{e.policy}**" if chosen else e.policy
+    if not e.estimable:
+        figure = gain = f"not estimable ({e.success:.3f})"
+    else:
+        figure = f"{e.success:.3f} ± {1.96 * e.success_se:.3f}"
+        gain = f"{e.gain:+.3f} ± {1.96 * e.gain_se:.3f}"
+    return (
+        f"| {name} | {figure} | {e.usage:.2f} | {gain} | {e.ess:,.0f} | "
+        f"{e.support[0]}/{e.support[1]} |"
+    )
 
 
 @contextmanager
@@ -138,42 +209,35 @@ def _figure(path: Path, xlabel: str, ylabel: str, title: str) -> Iterator[Axes]:
 
 
 def _plot_tradeoff(result: TrainResult, path: Path) -> None:
-    markers = {"never": "s", "always": "^", "random": "x", "PRM threshold": "v", "DP table": "D"}
+    """The chosen helper per target against the baselines at its usage, all from the same
+    first-order DR estimates (the table of "The chosen helper"), with their intervals."""
+    markers = {"never": "s", "always": "^", "random": "x", "PRM threshold": "v"}
     seen: set[str] = set()
-    candidates_x, candidates_y = [], []
     with _figure(
         path,
-        "interventions per episode (DR)",
-        "success rate (DR)",
-        "Success vs interventions, held-out sessions",
+        "interventions per episode",
+        "success rate",
+        "Success vs interventions (first-order DR, every session)",
     ) as ax:
         for budget in result.budgets:
-            for e in budget.estimates:
-                family = e.policy.split(" C=")[0].split(" (")[0]
-                if family == "helper":
-                    candidates_x.append(e.usage_dr)
-                    candidates_y.append(e.success_dr)
-                    continue
+            selected = budget.selected
+            if selected is None:
+                continue
+            for e in [selected.estimate, *selected.baselines]:
+                family = "chosen helper" if e is selected.estimate else e.policy.split(" (")[0]
                 ax.errorbar(
-                    e.usage_dr,
-                    e.success_dr,
+                    e.usage,
+                    e.success,
                     yerr=1.96 * e.success_se,
                     fmt=markers.get(family, "o"),
                     color=_color(family),
                     label=family if family not in seen else None,
                     alpha=0.8,
+                    capsize=3,
                 )
                 seen.add(family)
-        order = np.argsort(candidates_x)
-        ax.plot(
-            np.array(candidates_x)[order],
-            np.array(candidates_y)[order],
-            "o-",
-            color="tab:red",
-            label="trained helper (per C)",
-        )
         cur = result.current
-        ax.plot(cur.usage_dr, cur.success_dr, "*", color="black", ms=12, label="current")
+        ax.plot(cur.usage_dr, cur.success_dr, "*", color="black", ms=12, label="as logged")
 
 
 def _plot_calibration(result: TrainResult, path: Path) -> None:
@@ -204,4 +268,5 @@ def _color(family: str) -> str:
         "random": "tab:orange",
         "PRM threshold": "tab:blue",
         "DP table": "tab:green",
+        "chosen helper": "tab:red",
     }.get(family, "tab:brown")
