@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 Message = Mapping[str, Any]
@@ -34,10 +35,15 @@ _ERROR_PATTERN = re.compile(
 )
 # Only the head of an observation is scanned: errors announce themselves early, and a
 # bounded scan keeps the decision fast on long tool outputs.
-_ERROR_SCAN_CHARS = 2_000
+_ERROR_SCAN_CHARS = 600
 _SIGNATURE_CHARS = 500  # actions and observations are compared on their heads
 # A ReAct turn acts in its `Action:` (and `Action Input:`) lines; its thoughts vary freely.
-_REACT_ACTION = re.compile(r"^\s*action(?: input)?\s*:.*$", re.IGNORECASE | re.MULTILINE)
+# Horizontal whitespace only: `\s*` at a line start would rescan runs of blank lines.
+_REACT_ACTION = re.compile(r"^[ \t]*action(?: input)?[ \t]*:[^\n]*", re.IGNORECASE | re.MULTILINE)
+_REACT_SCAN_CHARS = 2_000  # the action closes a ReAct turn: its tail is read
+# Trajectory features read the newest messages only, so a step's cost is bounded however
+# long the session: streaks and repeats older than this say little about the step at hand.
+WINDOW_MESSAGES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,7 @@ def _action_signature(message: Message) -> str:
                 parts.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
         return ";".join(parts)
     text = message_text(message)
-    react = _REACT_ACTION.findall(text)
+    react = _REACT_ACTION.findall(text[-_REACT_SCAN_CHARS:])
     return "\n".join(line.strip() for line in react) if react else text.strip()
 
 
@@ -94,12 +100,19 @@ class Turns:
     observation_roles: list[set[str]]
 
 
-def split_turns(messages: Sequence[Message]) -> Turns:
+def split_turns(messages: Sequence[Message], window: int = WINDOW_MESSAGES) -> Turns:
+    """The task (the first user message) and the turns among the newest `window` messages:
+    every non-assistant message since an action is the observation that followed it
+    (`observations[0]` is what came before the first action in the window)."""
     task = ""
+    for message in messages:
+        if message.get("role") == "user":
+            task = message_text(message)
+            break
     actions: list[str] = []
     observations: list[str] = [""]
     roles: list[set[str]] = [set()]
-    for message in messages:
+    for message in messages[-window:]:
         role = message.get("role")
         if role == "assistant":
             actions.append(_action_signature(message))
@@ -109,34 +122,43 @@ def split_turns(messages: Sequence[Message]) -> Turns:
         if role in ("system", "developer"):
             continue
         text = message_text(message)
-        if role == "user" and not task:
-            task = text
         observations[-1] = f"{observations[-1]}\n{text}" if observations[-1] else text
         roles[-1].add(str(role))
     return Turns(task, actions, observations, roles)
 
 
 def _looks_failed(text: str) -> bool:
-    return bool(_ERROR_PATTERN.search(text[:_ERROR_SCAN_CHARS]))
+    return _head_failed(text[:_ERROR_SCAN_CHARS])
+
+
+# Every step resends the session's history: the same observations are judged again and again,
+# so their verdicts are remembered (bounded; keyed by the scanned head).
+@lru_cache(maxsize=8_192)
+def _head_failed(head: str) -> bool:
+    return bool(_ERROR_PATTERN.search(head))
+
+
+@lru_cache(maxsize=8_192)
+def _normalised_head(head: str) -> str:
+    return " ".join(head.lower().split())
 
 
 def _normalised(text: str) -> str:
-    return " ".join(text[:_SIGNATURE_CHARS].lower().split())
+    return _normalised_head(text[:_SIGNATURE_CHARS])
 
 
 def extract_features(messages: Sequence[Message], step: int) -> Features:
-    """Cheap, bounded-cost features of a chat transcript at a given step."""
-    n_assistant = n_tool = n_tool_errors = 0
+    """Cheap features of a chat transcript at a given step; the text is read within the
+    newest WINDOW_MESSAGES messages only, so the cost is bounded."""
+    n_assistant = n_tool = 0
     for message in messages:
         role = message.get("role")
-        if role == "assistant":
-            n_assistant += 1
-        elif role == "tool":
-            n_tool += 1
-            if _looks_failed(message_text(message)):
-                n_tool_errors += 1
+        n_assistant += role == "assistant"
+        n_tool += role == "tool"
     turns = split_turns(messages)
     actions = turns.actions
+    recent_tool = [m for m in messages[-WINDOW_MESSAGES:] if m.get("role") == "tool"]
+    tool_failed = [_looks_failed(message_text(m)) for m in recent_tool]
 
     last = messages[-1] if messages else {}
     last_text = message_text(last)
@@ -144,20 +166,23 @@ def extract_features(messages: Sequence[Message], step: int) -> Features:
     latest_action = actions[-1] if actions else ""
     repeats = actions[:-1].count(latest_action) if latest_action else 0
 
-    # Observations that answered an action (the first one is the task itself).
+    # Observations that answered an action (the first block is what came before any).
     answered = turns.observations[1:]
     failed = [_looks_failed(o) for o in answered]
-    seen = [_normalised(o) for o in answered]
+    seen_before: list[int] = []  # how often each observation was seen earlier
+    counts: dict[str, int] = {}
+    for observation in answered:
+        key = _normalised(observation)
+        seen_before.append(counts.get(key, 0) if key else 0)
+        counts[key] = counts.get(key, 0) + 1
     newest = turns.observations[-1]
-    newest_failed = bool(answered) and failed[-1]
-    obs_repeated = seen[:-1].count(seen[-1]) if answered and seen[-1] else 0
     error_streak = stuck_streak = 0
     for i in range(len(answered) - 1, -1, -1):
         if not failed[i]:
             break
         error_streak += 1
     for i in range(len(answered) - 1, -1, -1):
-        if not (failed[i] or (seen[i] and seen[:i].count(seen[i]))):
+        if not (failed[i] or seen_before[i]):
             break
         stuck_streak += 1
     newest_roles = turns.observation_roles[-1]
@@ -166,19 +191,19 @@ def extract_features(messages: Sequence[Message], step: int) -> Features:
         "n_messages": float(len(messages)),
         "n_assistant": float(n_assistant),
         "n_tool": float(n_tool),
-        "tool_error_rate": n_tool_errors / n_tool if n_tool else 0.0,
+        "tool_error_rate": sum(tool_failed) / len(tool_failed) if tool_failed else 0.0,
         "last_is_observation": float(last_is_tool),
-        "last_tool_error": float(last_is_tool and _looks_failed(last_text)),
+        "last_tool_error": float(last_is_tool and bool(tool_failed) and tool_failed[-1]),
         "last_observation_chars": float(len(last_text)),
         "repeated_actions": float(repeats),
-        "obs_failed": float(newest_failed),
+        "obs_failed": float(bool(answered) and failed[-1]),
         "obs_failure_rate": sum(failed) / len(failed) if failed else 0.0,
         "failure_streak": float(error_streak),
         "stuck_streak": float(stuck_streak),
-        "obs_repeated": float(obs_repeated),
+        "obs_repeated": float(seen_before[-1]) if seen_before else 0.0,
         "obs_from_user": float("user" in newest_roles),
         "obs_from_tool": float(bool(newest_roles & {"tool", "function"})),
-        "obs_log_chars": math.log1p(len(newest)),
+        "obs_log_chars": math.log1p(len(newest)) if answered else 0.0,
         "action_log_chars": math.log1p(len(latest_action)),
         "log_step": math.log1p(step),
     }
@@ -261,7 +286,9 @@ def state_text(messages: Sequence[Message], max_chars: int = 2_000) -> str:
     `max_chars` so a long history never crowds out the observation at hand. Whatever role
     carried an observation, it renders the same."""
     turns = split_turns(messages)
-    newest = turns.observations[-1] if turns.actions else ""
+    # Before any action the whole block is the newest observation: where it is more than the
+    # task (an agent that sends its history in user messages), its tail is shown as such.
+    newest = turns.observations[-1] if turns.observations[-1] != turns.task else ""
     earlier = turns.observations[-2] if len(turns.observations) > 1 else ""
     action = turns.actions[-1] if turns.actions else ""
     share = max_chars // 8

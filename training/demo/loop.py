@@ -153,9 +153,10 @@ def run_demo(
             seed=config.seed,
         )
     )
-    budget = trained.budgets[0]
+    # The helper `escalator train` chose (the DP helper when no candidate is estimable).
+    chosen = trained.selected.directory if trained.selected else trained.budgets[0].learned_dir
     current = directory / "data" / "helpers" / "current"
-    install(budget.learned_dir, current)
+    install(chosen, current)
     result.helper_dir = current
     result.training_report = trained.report
 
@@ -182,7 +183,7 @@ def run_demo(
             "threshold": {
                 "kind": "threshold",
                 "threshold": result.threshold,
-                "prm": str(budget.table_dir),
+                "prm": str(trained.budgets[0].table_dir),
             },
         },
     )
