@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from router.budget import BudgetStore, SessionInfo, session_key
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, NotFound, ServiceUnavailable
 from server.http import REQUEST_ID_PREFIX
 from server.metrics import Metrics
-from server.sessions import find_session
+from server.sessions import find_session, from_store
 from server.steplog import StepLog
 from server.tenancy import Caller
 from server.trace import feedback_record
@@ -48,9 +48,15 @@ class FeedbackService:
         else:
             step, request_id = step_ref, await self._request_of(key, session, info, step_ref)
         answer = {"session": session, "step": step, "request_id": request_id, "reward": reward}
+        # A report the step log could not take is refused before its key is claimed, so the
+        # client's retry records it rather than being told it was a duplicate.
+        if not self.steplog.has_room():
+            raise ServiceUnavailable("the step log is behind; retry the report later")
         if idempotency_key is not None:
             report = f"{step} {reward!r}"
-            claimed = await self.store.claim_key(key, idempotency_key, report, self.ttl_s)
+            claimed = await from_store(
+                self.store.claim_key(key, idempotency_key, report, self.ttl_s)
+            )
             if claimed is not None:
                 if claimed != report:
                     raise Conflict(
@@ -59,14 +65,14 @@ class FeedbackService:
                         code="idempotency_key_reused",
                     )
                 return {**answer, "recorded": False, "duplicate": True}
-        self.steplog.submit(
-            feedback_record(caller.tenant, session, step, request_id, reward, self.config_hash)
-        )
+        record = feedback_record(caller.tenant, session, step, request_id, reward, self.config_hash)
+        if not self.steplog.submit(record):  # filled up while the key was claimed: counted
+            raise ServiceUnavailable("the step log is behind; the report was not recorded")
         self.metrics.feedback.labels(caller.tenant).inc()
         return {**answer, "recorded": True, "duplicate": False}
 
     async def _step_of(self, key: str, session: str, info: SessionInfo, request_id: str) -> int:
-        step = await self.store.step_of(key, request_id)
+        step = await from_store(self.store.step_of(key, request_id))
         if step is None and request_id == session and _one_step(session, info):
             step = 0
         if step is None:
@@ -85,7 +91,7 @@ class FeedbackService:
                 param="step",
                 code="step_not_found",
             )
-        request_id = await self.store.request_of(key, step)
+        request_id = await from_store(self.store.request_of(key, step))
         if request_id is None and _one_step(session, info):
             request_id = session
         return request_id

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from router.budget import BudgetStore, SessionInfo, session_key
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, NotFound, ServiceUnavailable
 from server.metrics import Metrics
 from server.steplog import StepLog
 from server.tenancy import Caller
 from server.trace import outcome_record
+
+log = logging.getLogger("escalator.sessions")
+T = TypeVar("T")
+
+
+async def from_store(call: Awaitable[T]) -> T:
+    """A budget-store call on a control-plane route: a store that fails (Redis down, a
+    broken file) is a 503 envelope, as on the chat path; its detail stays in the log."""
+    try:
+        return await call
+    except Exception:  # the store's client raises its own error types
+        log.exception("budget store call failed")
+        raise ServiceUnavailable("the budget store is unavailable; retry later") from None
 
 
 class SessionService:
@@ -38,7 +53,8 @@ class SessionService:
         self, caller: Caller, session: str, success: bool, reward: float | None
     ) -> dict[str, Any]:
         await find_session(self.store, caller, session)
-        first = await self.store.mark_outcome(session_key(caller.tenant, session), self.ttl_s)
+        key = session_key(caller.tenant, session)
+        first = await from_store(self.store.mark_outcome(key, self.ttl_s))
         if not first:
             raise Conflict(
                 f"The outcome of session '{session}' was already reported.",
@@ -54,7 +70,7 @@ class SessionService:
 async def find_session(store: BudgetStore, caller: Caller, session: str) -> SessionInfo:
     """The caller's session, or 404."""
     # Keys are per tenant: another tenant's session is indistinguishable from none.
-    info = await store.session(session_key(caller.tenant, session))
+    info = await from_store(store.session(session_key(caller.tenant, session)))
     if info is None:
         raise NotFound(f"No session '{session}' for this API key.", code="session_not_found")
     return info

@@ -68,6 +68,9 @@ class StepLog:
         self._queue.put(record)
         return True
 
+    def has_room(self) -> bool:
+        return self._queue.qsize() < self._queue_size
+
     def depth(self) -> int:
         return self._queue.qsize()
 

@@ -254,3 +254,20 @@ def test_replicas_sharing_redis_take_feedback_for_each_others_steps(
         assert feedback(a, step=0, reward=2).json()["request_id"] == ids[0]
     assert [r["step"] for r in feedback_records(second, 1)] == [1]
     assert [r["step"] for r in feedback_records(first, 3)] == [0]
+
+
+def test_a_budget_store_that_is_down_is_a_503_on_every_session_route(
+    start_proxy: StartProxy,
+) -> None:
+    # Nothing listens on port 1: every store call fails, as when Redis goes down.
+    proxy = start_proxy(storage={"budget_store": "redis", "redis_url": "redis://127.0.0.1:1/0"})
+    with as_tenant(proxy) as client:
+        answers = [
+            client.get("/v1/sessions/ep-1"),
+            client.post("/v1/sessions/ep-1/outcome", json={"success": True}),
+            feedback(client, step=0, reward=1.0),
+            feedback(client, key="k", request_id="req-1", reward=1.0),
+        ]
+    for response in answers:
+        assert_error(response, 503, None, "service_unavailable")
+        assert "127.0.0.1" not in response.text  # the address stays in the operator's log

@@ -123,6 +123,11 @@ def export_choice(
         embedding = None
     scores = candidate.model.logit(matrix).astype(np.float64)
     threshold = threshold_for_usage(evidence, scores, choice.estimate.usage)
+    # Midway to the next lower score, so float32 here and float64 in the proxy agree on
+    # the states at the boundary.
+    lower = scores[scores < threshold]
+    if len(lower):
+        threshold = (threshold + float(lower.max())) / 2
     spread = float(scores[evidence.informative].std()) or 1.0
     k = 4.0 / spread
     model = LinearModel(

@@ -156,13 +156,17 @@ def selection_table(result: TrainResult) -> Table:
 
 def _may_install(result: TrainResult, target: Path, force: bool, console: Console) -> bool:
     from training.gate import check, judge_installed
+    from training.selection import paired_difference
 
     selected = result.selected
     if selected is None or result.dataset is None or result.evidence is None:
         verdict_ok, reasons = False, ["no candidate helper is estimable from these logs"]
     else:
-        installed, note = judge_installed(target, result.dataset, result.evidence)
-        verdict = check(selected.estimate, installed, note, selected.compared)
+        installed, flags, note = judge_installed(target, result.dataset, result.evidence)
+        versus = (
+            None if flags is None else paired_difference(result.evidence, selected.flags, flags)
+        )
+        verdict = check(selected.estimate, installed, note, selected.compared, versus)
         verdict_ok, reasons = verdict.install, verdict.reasons
     for reason in reasons:
         console.print(f"  {reason}")

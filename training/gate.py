@@ -2,13 +2,13 @@
 installed now, beyond the uncertainty of its own estimate.
 
 Both comparisons are paired: the figures come from the same logged sessions, so the gain
-over `never` is estimated per session (training/selection.py) with its standard error. The
-helper was the best of several candidates judged on those same sessions, so its estimate is
-optimistic (the winner's curse): the bound is Bonferroni-corrected for the number compared
-(z = 2.77 for ten candidates instead of 1.96). The
-installed helper is judged on the same evidence by scoring the logged states with its own
-artifact, where it reads them as they were logged (its text rendering must be the one
-`escalator train` logs now); otherwise the gate says it could not compare.
+over `never`, and the difference from the installed helper, are estimated per session
+(training/selection.py) with their standard errors. The installed helper is judged by
+scoring the logged states with its own artifact, where it reads them as they were logged
+(its text rendering must be the one `escalator train` logs now); otherwise the gate says
+it could not compare. The chosen helper was the best of several candidates judged on those
+same sessions, so its estimate is optimistic (the winner's curse): the bounds are
+Bonferroni-corrected for the number compared (z = 2.81 for ten candidates, not 1.96).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from router.artifacts import ArtifactError, load_artifact
 from router.state import FEATURE_NAMES
 from training.dataset import Dataset
-from training.selection import Evidence, PolicyEstimate, judge
+from training.selection import Evidence, PolicyEstimate, judge, replay_rule
 
 
 def z_for(compared: int) -> float:
@@ -41,7 +41,10 @@ def check(
     installed: PolicyEstimate | None,
     installed_note: str | None,
     compared: int = 1,
+    versus_installed: tuple[float, float] | None = None,
 ) -> Verdict:
+    """`versus_installed`: the chosen helper's success minus the installed one's, paired
+    per session, and its standard error."""
     reasons = []
     ok = True
     z = z_for(compared)
@@ -63,20 +66,18 @@ def check(
             f"gain over never {chosen.gain:+.3f} ± {z * chosen.gain_se:.3f} "
             f"(best of {compared} candidates)"
         )
-    if installed is not None:
-        margin = chosen.gain - installed.gain
-        spread = z * float(np.hypot(chosen.gain_se, installed.gain_se))
-        if not margin > -spread / 2 or not chosen.success + 1e-12 >= installed.success - spread:
+    if installed is not None and versus_installed is not None:
+        difference, se = versus_installed
+        if not difference - z * se > 0:
             ok = False
             reasons.append(
-                f"not better than the installed helper ({installed.success:.3f} at "
-                f"{installed.usage:.2f} interventions per episode; this one "
+                f"not better than the installed helper beyond its uncertainty: "
+                f"{difference:+.3f} ± {z * se:.3f} (installed {installed.success:.3f} at "
+                f"{installed.usage:.2f} interventions per episode, this one "
                 f"{chosen.success:.3f} at {chosen.usage:.2f})"
             )
         else:
-            reasons.append(
-                f"installed helper: {installed.success:.3f} at {installed.usage:.2f} per episode"
-            )
+            reasons.append(f"better than the installed helper by {difference:+.3f} ± {z * se:.3f}")
     if installed_note:
         reasons.append(installed_note)
     return Verdict(ok, reasons)
@@ -84,20 +85,24 @@ def check(
 
 def judge_installed(
     path: Path, data: Dataset, evidence: Evidence
-) -> tuple[PolicyEstimate | None, str | None]:
-    """The installed helper's estimate on the logged sessions, or why there is none."""
+) -> tuple[PolicyEstimate | None, np.ndarray | None, str | None]:
+    """The installed helper's estimate on the logged sessions and where it intervenes, or
+    why there is none."""
     if not path.exists():
-        return None, None
+        return None, None, None
     try:
         artifact = load_artifact(path, FEATURE_NAMES)
     except ArtifactError as exc:
-        return None, f"the installed helper could not be read ({exc}): compared with never only"
+        note = f"the installed helper could not be read ({exc}): compared with never only"
+        return None, None, note
     embedding = artifact.scorer.embedding
     if embedding is not None and (
         getattr(embedding, "text", "recent") != "labelled" or data.texts is None
     ):
-        return None, (
-            "the installed helper reads an older state rendering: compared with never only"
+        return (
+            None,
+            None,
+            ("the installed helper reads an older state rendering: compared with never only"),
         )
     names = {name: i for i, name in enumerate(FEATURE_NAMES)}
     scorer = artifact.scorer
@@ -107,16 +112,13 @@ def judge_installed(
     if embedding is not None and data.texts is not None:
         vectors = np.array([embedding.embed(t) for t in data.texts])  # type: ignore[attr-defined]
         z = z + vectors @ np.array(scorer.embedding_weights)
-    flags = np.zeros(data.n_steps)
-    for s in range(data.n_sessions):
-        left = evidence.cap
-        for row in range(data.start[s], data.start[s + 1]):
-            score = 1.0 / (1.0 + np.exp(-np.clip(z[row] + scorer.budget_weight * left, -50, 50)))
-            if artifact.kind == "learned":
-                go = score >= artifact.threshold(left)
-            else:
-                go = artifact.table_action(float(score), left) == 1
-            if go and left >= evidence.cost:
-                flags[row] = 1.0
-                left -= evidence.cost
-    return judge(evidence, f"installed ({artifact.policy_id})", flags), None
+
+    def escalates(row: int, left: int) -> bool:
+        logit = float(np.clip(z[row] + scorer.budget_weight * left, -50, 50))
+        score = 1.0 / (1.0 + np.exp(-logit))
+        if artifact.kind == "learned":
+            return bool(score >= artifact.threshold(left))
+        return artifact.table_action(score, left) == 1
+
+    flags = replay_rule(evidence, escalates)
+    return judge(evidence, f"installed ({artifact.policy_id})", flags), flags, None

@@ -13,26 +13,22 @@ did not see it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from training import dp
-from training.advantage import (
-    AdvantageConfig,
-    escalation_propensity,
-    estimate_effects,
-    informative,
-    returns,
-    session_folds,
+from training.candidates import select
+from training.choosing import (
+    Selected,
+    build_candidates,
+    dp_helper_candidate,
+    export_selected,
 )
-from training.candidates import Candidate, Choice, export_choice, score_candidates, select
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
 from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
@@ -55,7 +51,7 @@ from training.prm import (
     calibration,
     fit_action_values,
 )
-from training.selection import Evidence, PolicyEstimate, baselines_at
+from training.selection import Evidence
 
 
 @dataclass(frozen=True)
@@ -98,35 +94,6 @@ class BudgetResult:
     table_dir: Path | None
     estimates: list[Estimate] = field(default_factory=list)
     selected: Selected | None = None
-
-
-@dataclass(frozen=True)
-class Selected:
-    """The helper chosen among the candidates for one target, as exported, with the
-    figures it was chosen on (cross-fitted, every session)."""
-
-    name: str
-    directory: Path
-    estimate: PolicyEstimate
-    baselines: list[PolicyEstimate]  # never, always, random and PRM threshold at its usage
-    frontier: list[PolicyEstimate]  # every candidate at every threshold judged
-
-    @property
-    def compared(self) -> int:
-        """How many candidates the choice was made among (for the winner's curse)."""
-        return len({e.policy for e in self.frontier})
-
-    @property
-    def predicted_success(self) -> float:
-        return self.estimate.success
-
-    @property
-    def predicted_usage(self) -> float:
-        return self.estimate.usage
-
-    @property
-    def never(self) -> PolicyEstimate:
-        return self.baselines[0]
 
 
 @dataclass
@@ -363,36 +330,46 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
     # 7. Candidates, cross-fitted on every session; the chosen one per target exported.
     with timed("candidates"):
         stage("value of intervening, candidates", None)(0)
-        evidence, candidates = _candidates(
-            config, data, matrix, inputs, value, linear_prm, cost, cap
+        prm_model = linear_prm.model if linear_prm is not None else None
+        evidence, candidates = build_candidates(
+            data,
+            matrix,
+            inputs,
+            value,
+            prm_model,
+            cost,
+            cap,
+            config.folds,
+            config.seed,
+            config.max_fit_rows,
         )
-        risk = candidates[-1].scores
-        assert risk is not None
         for result in results:
             name = _target_name(result.target)
-            fixed = Candidate(
+            dp_helper = dp_helper_candidate(
                 f"DP helper C={name}",
-                flags=(helper_flags[f"helper C={name}"] & eligible).astype(np.float64),
-                sessions=held_out_session,
-                directory=result.learned_dir,
+                result.helper,
+                design,
+                data,
+                evidence,
+                result.learned_dir,
+                held_out_session,
             )
             pool = [
                 c
-                for c in [*candidates, fixed]
+                for c in [*candidates, dp_helper]
                 if not config.candidates or c.name.startswith(config.candidates)
             ]
             choice = select(evidence, pool, result.target, config.select_tolerance)
             if choice is not None:
-                result.selected = _export_selected(
+                result.selected = export_selected(
                     choice,
                     out / f"C{name}" / "selected",
                     matrix,
                     evidence,
-                    risk,
+                    candidates,
                     columns,
                     spec.artifact_entry(),
-                    meta,
-                    result.target,
+                    {**meta, "training": {**meta["training"], "target_usage": result.target}},
                 )
 
     current = as_logged(test, evaluate_policy("", data.action.astype(np.float64)))
@@ -427,80 +404,6 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
 
     trained.report = write_report(trained, out)
     return trained
-
-
-def _candidates(
-    config: TrainConfig,
-    data: Dataset,
-    matrix: np.ndarray,
-    inputs: StateInputs,
-    value: np.ndarray,
-    linear_prm: LinearPrm | None,
-    cost: int,
-    cap: int,
-) -> tuple[Evidence, list[Candidate]]:
-    rows = informative(data, cost)
-    folds = session_folds(data.n_sessions, config.folds, config.seed)
-    settings = AdvantageConfig(folds=config.folds, max_rows=config.max_fit_rows, seed=config.seed)
-    # Each return is learned from the features alone and from features and text, and the
-    # inputs whose outcome models predict it better out of fold are kept: on a few hundred
-    # sessions the text's hundreds of columns can drown a signal the features carry.
-    n_features = len(inputs.feature_columns)
-    designs = [(matrix[:, :n_features], False, inputs.scaled[:n_features])]
-    if inputs.embedding_dim:
-        designs.append((matrix, True, inputs.scaled))
-    effects = []
-    for name, target in returns(data, value).items():
-        fitted = [
-            (estimate_effects(name, target, design, data, rows, folds, settings, scaled), text)
-            for design, text, scaled in designs
-        ]
-        effects.append(min(fitted, key=lambda pair: pair[0].fit_error))
-    evidence = Evidence(
-        start=data.start,
-        position=data.step.astype(np.int64),
-        success=data.success,
-        action=data.action.astype(np.int64),
-        pseudo=effects[0][0].pseudo,  # the outcome's: every candidate is judged on P(success)
-        propensity=np.where(rows, escalation_propensity(data), 0.0),
-        informative=rows,
-        cap=cap,
-        cost=cost,
-    )
-    prm = linear_prm.model if linear_prm is not None else None
-    return evidence, score_candidates(effects, prm, value)
-
-
-def _export_selected(
-    choice: Choice,
-    directory: Path,
-    matrix: np.ndarray,
-    evidence: Evidence,
-    risk: np.ndarray,
-    columns: list[int],
-    embedding: dict[str, Any] | None,
-    meta: dict[str, Any],
-    target: float,
-) -> Selected:
-    baselines = baselines_at(evidence, choice.estimate.usage, risk)
-    chosen_meta = {
-        **meta,
-        "training": {
-            **meta["training"],
-            "target_usage": target,
-            "candidate": choice.candidate.name,
-        },
-    }
-    estimate = export_choice(choice, matrix, evidence, directory, columns, embedding, chosen_meta)
-    spec_path = directory / "helper.json"
-    spec = json.loads(spec_path.read_text())
-    spec.setdefault("evaluation", {})["selection"] = {
-        "method": "first-order doubly robust, cross-fitted over session folds",
-        "chosen": asdict(estimate),
-        "baselines": [asdict(b) for b in baselines],
-    }
-    spec_path.write_text(json.dumps(spec, indent=2, default=float) + "\n")
-    return Selected(choice.candidate.name, directory, estimate, baselines, choice.frontier)
 
 
 def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:

@@ -28,7 +28,8 @@ chose far too few interventions (the standard errors are wide), so it is off by 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,6 +90,26 @@ def replay(evidence: Evidence, scores: np.ndarray, threshold: float) -> np.ndarr
         left -= evidence.cost * go
     flags: np.ndarray = chosen[evidence.session, evidence.position]
     return flags
+
+
+def replay_rule(evidence: Evidence, escalates: Callable[[int, int], bool]) -> np.ndarray:
+    """Where a policy given as a rule (row, budget left) -> escalate? intervenes along each
+    logged session with its own budget (the cap), as a 0/1 float per step."""
+    flags = np.zeros(len(evidence.position))
+    for s in range(evidence.n_sessions):
+        left = evidence.cap
+        for row in range(int(evidence.start[s]), int(evidence.start[s + 1])):
+            if left >= evidence.cost and escalates(row, left):
+                flags[row] = 1.0
+                left -= evidence.cost
+    return flags
+
+
+def paired_difference(evidence: Evidence, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Success of policy a minus policy b (per-step intervention probabilities), estimated
+    per session on the same evidence, and its standard error."""
+    per = np.bincount(evidence.session, (a - b) * evidence.pseudo, minlength=evidence.n_sessions)
+    return float(per.mean()), _se(per)
 
 
 def replay_random(evidence: Evidence, p: float) -> np.ndarray:
@@ -196,7 +217,13 @@ def choose(
 def threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) -> float:
     """The threshold at which a score intervenes `usage` times per logged session
     (bisection over the logged scores: usage falls as the threshold rises)."""
-    pool = np.sort(scores[evidence.informative]) if evidence.informative.any() else scores
+    pool = np.sort(scores[evidence.informative] if evidence.informative.any() else scores)
+    if not len(pool):
+        return math.inf
+    if replay(evidence, scores, float(pool[0])).sum() * evidence.cost <= usage * max(
+        evidence.n_sessions, 1
+    ):
+        return float(pool[0])  # even the lowest threshold stays within the usage
     low, high = 0, len(pool) - 1
 
     def used(i: int) -> float:
@@ -213,8 +240,6 @@ def threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) ->
 
 
 def _with_threshold(estimate: PolicyEstimate, threshold: float) -> PolicyEstimate:
-    from dataclasses import replace
-
     return replace(estimate, threshold=threshold)
 
 

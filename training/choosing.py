@@ -1,0 +1,170 @@
+"""Stage 7 of `escalator train`: the candidates built, judged at each target and the chosen
+one exported (training/candidates.py has the candidates, training/selection.py the
+judging).
+
+The evidence every candidate is judged on is the outcome's cross-fitted pseudo-outcomes
+over every logged session, with the logging policy's escalation propensities clipped as in
+the pseudo-outcomes themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.advantage import (
+    AdvantageConfig,
+    Effects,
+    escalation_propensity,
+    estimate_effects,
+    informative,
+    returns,
+    session_folds,
+)
+from training.candidates import Candidate, Choice, export_choice, score_candidates
+from training.dataset import Dataset
+from training.helper import NEVER, Helper
+from training.linear import LinearModel
+from training.prm import StateInputs
+from training.selection import (
+    Evidence,
+    PolicyEstimate,
+    baselines_at,
+    replay,
+    replay_rule,
+)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The helper chosen among the candidates for one target, as exported, with the
+    figures it was chosen on (cross-fitted, every session)."""
+
+    name: str
+    directory: Path
+    estimate: PolicyEstimate
+    baselines: list[PolicyEstimate]  # never, always, random and PRM threshold at its usage
+    frontier: list[PolicyEstimate]  # every candidate at every threshold judged
+    flags: np.ndarray  # where it intervenes along the logged sessions (as judged)
+
+    @property
+    def predicted_success(self) -> float:
+        return self.estimate.success
+
+    @property
+    def predicted_usage(self) -> float:
+        return self.estimate.usage
+
+    @property
+    def never(self) -> PolicyEstimate:
+        return self.baselines[0]
+
+    @property
+    def compared(self) -> int:
+        """How many candidates the choice was made among (for the winner's curse)."""
+        return len({e.policy for e in self.frontier})
+
+
+def build_candidates(
+    data: Dataset,
+    matrix: np.ndarray,
+    inputs: StateInputs,
+    value: np.ndarray,
+    prm: LinearModel | None,
+    cost: int,
+    cap: int,
+    folds: int,
+    seed: int,
+    max_rows: int,
+) -> tuple[Evidence, list[Candidate]]:
+    """The evidence, and a candidate per learner and return (`PRM risk` last)."""
+    rows = informative(data, cost)
+    fold_of = session_folds(data.n_sessions, folds, seed)
+    settings = AdvantageConfig(folds=folds, max_rows=max_rows, seed=seed)
+    # Each return is learned from the features alone and from features and text, and the
+    # inputs whose outcome models predict it better out of fold are kept: on a few hundred
+    # sessions the text's hundreds of columns can drown a signal the features carry.
+    n_features = len(inputs.feature_columns)
+    designs = [(matrix[:, :n_features], False, inputs.scaled[:n_features])]
+    if inputs.embedding_dim:
+        designs.append((matrix, True, inputs.scaled))
+    effects: list[tuple[Effects, bool]] = []
+    for name, target in returns(data, value).items():
+        fitted = [
+            (estimate_effects(name, target, design, data, rows, fold_of, settings, scaled), text)
+            for design, text, scaled in designs
+        ]
+        effects.append(min(fitted, key=lambda pair: pair[0].fit_error))
+    m = settings.min_propensity
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=effects[0][0].pseudo,  # the outcome's: every candidate is judged on P(success)
+        propensity=np.where(rows, np.clip(escalation_propensity(data), m, 1 - m), 0.0),
+        informative=rows,
+        cap=cap,
+        cost=cost,
+    )
+    return evidence, score_candidates(effects, prm, value)
+
+
+def dp_helper_candidate(
+    name: str,
+    helper: Helper,
+    design: np.ndarray,
+    data: Dataset,
+    evidence: Evidence,
+    directory: Path,
+    sessions: np.ndarray,
+) -> Candidate:
+    """The DP-imitating helper as a fixed candidate, replayed with its own budget (its score
+    reads the remaining budget) and judged on the held-out sessions it was not trained on."""
+    budget_weight = float(helper.model.weights[-1])
+    logit = helper.model.logit(design).astype(np.float64) - budget_weight * data.remaining
+    table = [helper.thresholds.get(b, NEVER) for b in range(helper.cap + 1)]
+
+    def escalates(row: int, left: int) -> bool:
+        z = float(np.clip(logit[row] + budget_weight * left, -50, 50))
+        return bool(1.0 / (1.0 + np.exp(-z)) >= table[min(left, helper.cap)])
+
+    flags = replay_rule(evidence, escalates)
+    return Candidate(name, flags=flags, sessions=sessions, directory=directory)
+
+
+def export_selected(
+    choice: Choice,
+    directory: Path,
+    matrix: np.ndarray,
+    evidence: Evidence,
+    candidates: list[Candidate],
+    columns: list[int],
+    embedding: dict[str, Any] | None,
+    meta: dict[str, Any],
+) -> Selected:
+    """Export the chosen helper with its figures and the baselines at its usage."""
+    risk = next(c.scores for c in candidates if c.name == "PRM risk")
+    assert risk is not None
+    baselines = baselines_at(evidence, choice.estimate.usage, risk)
+    chosen_meta = {**meta, "training": {**meta["training"], "candidate": choice.candidate.name}}
+    estimate = export_choice(choice, matrix, evidence, directory, columns, embedding, chosen_meta)
+    spec_path = directory / "helper.json"
+    spec = json.loads(spec_path.read_text())
+    spec.setdefault("evaluation", {})["selection"] = {
+        "method": "first-order doubly robust, cross-fitted over session folds",
+        "chosen": asdict(estimate),
+        "baselines": [asdict(b) for b in baselines],
+    }
+    spec_path.write_text(json.dumps(spec, indent=2, default=float) + "\n")
+    candidate = choice.candidate
+    if candidate.scores is not None:
+        flags = replay(evidence, candidate.scores, choice.estimate.threshold)
+    else:
+        assert candidate.flags is not None
+        flags = candidate.flags
+    return Selected(candidate.name, directory, estimate, baselines, choice.frontier, flags)
