@@ -104,7 +104,6 @@ def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndar
         return out
     # Rewards to go: a reversed cumulative sum within each session.
     total = np.cumsum(data.reward[::-1])[::-1]
-    after_session = np.zeros(data.n_steps)
     ends = data.start[1:]
     nxt = np.append(total, 0.0)[ends]  # what follows each session's last step
     after_session = np.repeat(nxt, np.diff(data.start))

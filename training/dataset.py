@@ -186,17 +186,18 @@ def load_dataset(
                 summary.other_route_steps += 1
             else:
                 steps.setdefault(key, []).append(_step_row(record, summary, text_chars))
-    rewards = _step_rewards(steps, feedback, summary)
-    return _assemble(steps, outcomes, rewards, summary, digest.hexdigest()), summary
+    rewards, reports = _step_rewards(steps, feedback, summary)
+    data = _assemble(steps, outcomes, rewards, reports, summary, digest.hexdigest())
+    return data, summary
 
 
 def _step_rewards(
     steps: dict[tuple[str, str], list[_Row]],
     feedback: list[tuple[tuple[str, str], Any, Any, float]],
     summary: LoadSummary,
-) -> dict[tuple[str, str, int], float]:
-    """Feedback summed per (tenant, session, step); a record names its step by index, or by
-    the step's request id."""
+) -> tuple[dict[tuple[str, str, int], float], dict[tuple[str, str, int], int]]:
+    """Feedback summed per (tenant, session, step), and the records behind each sum; a
+    record names its step by index, or by the step's request id."""
     by_id = {
         (key, row.request_id): row.step
         for key, rows in steps.items()
@@ -204,6 +205,7 @@ def _step_rewards(
         if row.step >= 0
     }
     out: dict[tuple[str, str, int], float] = {}
+    reports: dict[tuple[str, str, int], int] = {}
     for key, step, request_id, reward in feedback:
         if isinstance(step, int) and not isinstance(step, bool):
             index: int | None = step
@@ -213,7 +215,8 @@ def _step_rewards(
             summary.feedback_unmatched += 1
             continue
         out[(*key, index)] = out.get((*key, index), 0.0) + reward
-    return out
+        reports[(*key, index)] = reports.get((*key, index), 0) + 1
+    return out, reports
 
 
 def _records(files: list[Path], summary: LoadSummary, digest: Any) -> Iterator[dict[str, Any]]:
@@ -304,6 +307,7 @@ def _assemble(
     steps: dict[tuple[str, str], list[_Row]],
     outcomes: dict[tuple[str, str], float],
     rewards: dict[tuple[str, str, int], float],
+    reports: dict[tuple[str, str, int], int],
     summary: LoadSummary,
     digest: str,
 ) -> Dataset:
@@ -332,6 +336,10 @@ def _assemble(
     reward = [
         rewards.get((*key, r.step), 0.0) for key, _, session_rows in kept for r in session_rows
     ]
+    # Feedback for steps left out above (a session without an outcome, an incomplete one)
+    # is unmatched too.
+    used = {(*key, r.step) for key, _, session_rows in kept for r in session_rows}
+    summary.feedback_unmatched += sum(n for k, n in reports.items() if k not in used)
 
     def column(name: str, dtype: Any) -> np.ndarray:
         return np.array([getattr(r, name) for r in rows], dtype=dtype)

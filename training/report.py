@@ -225,12 +225,14 @@ def _plot_tradeoff(result: TrainResult, path: Path) -> None:
                 continue
             for e in [selected.estimate, *selected.baselines]:
                 family = "chosen helper" if e is selected.estimate else e.policy.split(" (")[0]
+                # A figure the logs cannot back is drawn hollow, without an interval.
                 ax.errorbar(
                     e.usage,
                     e.success,
-                    yerr=1.96 * e.success_se,
+                    yerr=1.96 * e.success_se if e.estimable else None,
                     fmt=markers.get(family, "o"),
                     color=_color(family),
+                    mfc=None if e.estimable else "none",
                     label=family if family not in seen else None,
                     alpha=0.8,
                     capsize=3,
