@@ -8,6 +8,13 @@ Candidates (each a score per state, higher: escalate first):
 - `DP helper`: the paper's method (PRM bins → MDP → DP → an imitating helper), a fixed
   policy judged on the held-out sessions it was not trained on.
 
+- `consensus`: the mean of the learners' standardised scores. Judged on a few hundred
+  sessions the candidates' estimates are noisy enough that picking the best one mostly
+  picks noise (measured on the benchmark's worlds: the pick often ranked the hard steps
+  worse than the average learner did); the consensus is never far from the best learner.
+  It is the default: another candidate is chosen only when it beats the consensus at the
+  target usage, paired per session, beyond its Bonferroni-corrected uncertainty.
+
 Each score candidate is swept over thresholds on its cross-fitted scores and judged with
 training/selection.py; the chosen one is refitted on every session, its threshold set so
 that it intervenes as often along the logged sessions as the chosen point did, and exported
@@ -32,8 +39,11 @@ from training.selection import (
     PolicyEstimate,
     choose,
     judge,
+    paired_difference,
+    replay,
     sweep,
     threshold_for_usage,
+    z_for,
 )
 
 
@@ -81,6 +91,30 @@ def score_candidates(
     return out
 
 
+CONSENSUS = "consensus"
+
+
+def consensus(members: list[Candidate], informative: np.ndarray, width: int) -> Candidate:
+    """The mean of the members' scores, each standardised on the informative steps; still a
+    linear model (members on the features alone read zero text weights)."""
+    scores = np.zeros(len(informative))
+    weights = np.zeros(width)
+    bias = 0.0
+    for member in members:
+        assert member.scores is not None and member.model is not None
+        mean = float(member.scores[informative].mean())
+        spread = float(member.scores[informative].std()) or 1.0
+        scores += (member.scores - mean) / spread
+        padded = np.zeros(width)
+        padded[: len(member.model.weights)] = member.model.weights
+        weights += padded / spread
+        bias += (member.model.bias - mean) / spread
+    k = max(len(members), 1)
+    text = any(member.text for member in members)
+    model = LinearModel(bias / k, weights / k)
+    return Candidate(CONSENSUS, scores / k, model, text=text)
+
+
 def select(
     evidence: Evidence, candidates: list[Candidate], target: float, tolerance: float
 ) -> Choice | None:
@@ -98,7 +132,24 @@ def select(
             frontier.append(point)
     exportable = [p for p in frontier if owner[id(p)].model is not None or owner[id(p)].directory]
     best = choose(exportable, target, tolerance)
+    default = choose([p for p in exportable if p.policy == CONSENSUS], target, tolerance)
+    if best is not None and default is not None and best is not default:
+        compared = len({p.policy for p in frontier})
+        gain, se = paired_difference(
+            evidence,
+            _flags(evidence, owner[id(best)], best),
+            _flags(evidence, owner[id(default)], default),
+        )
+        if not gain - z_for(compared) * se > 0:
+            best = default
     return None if best is None else Choice(owner[id(best)], best, frontier)
+
+
+def _flags(evidence: Evidence, candidate: Candidate, point: PolicyEstimate) -> np.ndarray:
+    if candidate.scores is not None:
+        return replay(evidence, candidate.scores, point.threshold)
+    assert candidate.flags is not None
+    return candidate.flags
 
 
 def export_choice(

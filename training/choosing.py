@@ -25,7 +25,13 @@ from training.advantage import (
     returns,
     session_folds,
 )
-from training.candidates import Candidate, Choice, export_choice, score_candidates
+from training.candidates import (
+    Candidate,
+    Choice,
+    consensus,
+    export_choice,
+    score_candidates,
+)
 from training.dataset import Dataset
 from training.helper import NEVER, Helper
 from training.linear import LinearModel
@@ -81,7 +87,8 @@ def build_candidates(
     seed: int,
     max_rows: int,
 ) -> tuple[Evidence, list[Candidate]]:
-    """The evidence, and a candidate per learner and return (`PRM risk` last)."""
+    """The evidence, and the candidates: the consensus, one per learner and return, and
+    `PRM risk`."""
     rows = informative(data, cost)
     fold_of = session_folds(data.n_sessions, folds, seed)
     settings = AdvantageConfig(folds=folds, max_rows=max_rows, seed=seed)
@@ -111,7 +118,9 @@ def build_candidates(
         cap=cap,
         cost=cost,
     )
-    return evidence, score_candidates(effects, prm, value)
+    candidates = score_candidates(effects, prm, value)
+    learners = [c for c in candidates if c.name != "PRM risk"]
+    return evidence, [consensus(learners, rows, matrix.shape[1]), *candidates]
 
 
 def dp_helper_candidate(

@@ -15,19 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
 from router.artifacts import ArtifactError, load_artifact
 from router.state import FEATURE_NAMES
 from training.dataset import Dataset
-from training.selection import Evidence, PolicyEstimate, judge, replay_rule
-
-
-def z_for(compared: int) -> float:
-    """The two-sided 95% normal quantile, Bonferroni-corrected for `compared` tests."""
-    return NormalDist().inv_cdf(1 - 0.025 / max(compared, 1))
+from training.selection import Evidence, PolicyEstimate, judge, replay_rule, z_for
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -237,6 +238,11 @@ def threshold_for_usage(evidence: Evidence, scores: np.ndarray, usage: float) ->
         else:
             high = middle
     return float(pool[high])
+
+
+def z_for(compared: int) -> float:
+    """The two-sided 95% normal quantile, Bonferroni-corrected for `compared` tests."""
+    return NormalDist().inv_cdf(1 - 0.025 / max(compared, 1))
 
 
 def _with_threshold(estimate: PolicyEstimate, threshold: float) -> PolicyEstimate:
