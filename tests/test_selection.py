@@ -20,8 +20,10 @@ from training.advantage import (
     informative,
     session_folds,
 )
+from training.candidates import CONSENSUS, Candidate, consensus, select
 from training.dataset import Dataset
 from training.gate import check
+from training.linear import LinearModel
 from training.selection import Evidence, choose, judge, replay, replay_random, sweep
 
 STEPS = 6
@@ -158,3 +160,27 @@ def test_a_policy_the_logs_cannot_support_is_not_estimable() -> None:
     assert not estimate.estimable
     assert choose([estimate], 1.0) is None
     assert not check(estimate, None, None).install
+
+
+def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    data, evidence, tau = logged
+    rng = np.random.default_rng(1)
+    width = data.features.shape[1]
+    hard = data.features[:, 0].astype(np.float64)
+    learned = Candidate("DR", tau, LinearModel(0.0, np.ones(width)))
+    noise = Candidate("noise", rng.normal(size=data.n_steps), LinearModel(0.0, np.zeros(width)))
+    mixed = consensus([learned, noise], evidence.informative, width)
+    assert mixed.scores is not None
+    assert mixed.scores[hard == 1].mean() > mixed.scores[hard == 0].mean() + 0.5
+    # The consensus model is the members' models averaged, each standardised.
+    assert mixed.model is not None and mixed.model.weights[0] > 0
+    # Against a candidate no better than it, the consensus stays.
+    choice = select(evidence, [mixed, learned, noise], 1.0, 0.0)
+    assert choice is not None and choice.candidate.name in (CONSENSUS, "DR")
+    # A candidate that is clearly better wins.
+    oracle = Candidate("oracle", hard, LinearModel(0.0, np.ones(width)))
+    worse = consensus([noise], evidence.informative, width)
+    choice = select(evidence, [worse, oracle], 1.0, 0.0)
+    assert choice is not None and choice.candidate.name == "oracle"
