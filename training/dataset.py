@@ -61,6 +61,11 @@ class LoadSummary:
             "feedback records for unknown steps": self.feedback_unmatched,
         }
         out += [f"skipped {n:,} {what}" for what, n in skipped.items() if n]
+        if not self.feedback:
+            out.append(
+                "no step feedback (POST /v1/sessions/{id}/feedback): the helper learns from "
+                "session outcomes alone"
+            )
         out += [f"  e.g. {example}" for example in self.malformed_examples]
         return out
 
