@@ -171,7 +171,7 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     hard = data.features[:, 0].astype(np.float64)
     learned = Candidate("DR", tau, LinearModel(0.0, np.ones(width)))
     noise = Candidate("noise", rng.normal(size=data.n_steps), LinearModel(0.0, np.zeros(width)))
-    mixed = consensus([learned, noise], evidence.informative, width)
+    mixed = consensus([learned, noise], evidence.informative)
     assert mixed.scores is not None
     assert mixed.scores[hard == 1].mean() > mixed.scores[hard == 0].mean() + 0.5
     # The consensus model is the members' models averaged, each standardised.
@@ -181,6 +181,6 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     assert choice is not None and choice.candidate.name in (CONSENSUS, "DR")
     # A candidate that is clearly better wins.
     oracle = Candidate("oracle", hard, LinearModel(0.0, np.ones(width)))
-    worse = consensus([noise], evidence.informative, width)
+    worse = consensus([noise], evidence.informative)
     choice = select(evidence, [worse, oracle], 1.0, 0.0)
     assert choice is not None and choice.candidate.name == "oracle"

@@ -94,9 +94,10 @@ def score_candidates(
 CONSENSUS = "consensus"
 
 
-def consensus(members: list[Candidate], informative: np.ndarray, width: int) -> Candidate:
+def consensus(members: list[Candidate], informative: np.ndarray) -> Candidate:
     """The mean of the members' scores, each standardised on the informative steps; still a
     linear model (members on the features alone read zero text weights)."""
+    width = max((len(m.model.weights) for m in members if m.model is not None), default=0)
     scores = np.zeros(len(informative))
     weights = np.zeros(width)
     bias = 0.0

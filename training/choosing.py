@@ -120,7 +120,7 @@ def build_candidates(
     )
     candidates = score_candidates(effects, prm, value)
     learners = [c for c in candidates if c.name != "PRM risk"]
-    return evidence, [consensus(learners, rows, matrix.shape[1]), *candidates]
+    return evidence, [consensus(learners, rows), *candidates]
 
 
 def dp_helper_candidate(
