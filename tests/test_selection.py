@@ -10,6 +10,8 @@ escalates exactly at the hard step 90 % with one intervention per episode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from training.advantage import (
     informative,
     session_folds,
 )
-from training.candidates import CONSENSUS, Candidate, consensus, select
+from training.candidates import CONSENSUS, Candidate, consensus, export_choice, select
 from training.dataset import Dataset
 from training.gate import check
 from training.linear import LinearModel
@@ -184,3 +186,20 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     worse = consensus([noise], evidence.informative)
     choice = select(evidence, [worse, oracle], 1.0, 0.0)
     assert choice is not None and choice.candidate.name == "oracle"
+
+
+def test_a_consensus_of_feature_only_learners_exports_without_text(
+    logged: tuple[Dataset, Evidence, np.ndarray], tmp_path: Path
+) -> None:
+    from router.artifacts import load_artifact
+
+    data, evidence, tau = logged
+    member = Candidate("DR", tau, LinearModel(0.0, np.array([1.0])), text=False)
+    mixed = consensus([member], evidence.informative)
+    choice = select(evidence, [mixed], 1.0, 0.0)
+    assert choice is not None
+    # The state matrix also holds text columns; the consensus reads none of them.
+    matrix = np.hstack([data.features, np.zeros((data.n_steps, 8), dtype=np.float32)])
+    export_choice(choice, matrix, evidence, tmp_path / "h", [0], {"kind": "hashed"}, {})
+    artifact = load_artifact(tmp_path / "h")
+    assert artifact.scorer.embedding is None and artifact.scorer.features == ("step",)
