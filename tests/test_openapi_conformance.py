@@ -22,6 +22,7 @@ Operations checked: POST /chat/completions, POST /completions, GET /models. Filt
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +36,8 @@ from schemathesis import GenerationMode
 from tests.fake_upstream import FakeUpstream
 from tests.servers import KEYS, RunningProxy, proxy_config
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.json"
-if not SPEC.exists():  # CI clones the repo with shared/ beside it; a checkout may keep it inside
-    SPEC = Path(__file__).resolve().parents[1] / "shared" / "openai-openapi" / "openapi.json"
+# A copy in the repository (MIT, LICENSE beside it): a fresh clone has nothing beside it.
+SPEC = Path(__file__).resolve().parent / "data" / "openai-openapi" / "openapi.json.gz"
 
 
 def _with_discriminator_mappings(spec: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +70,9 @@ def _with_discriminator_mappings(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 schema = (
-    schemathesis.openapi.from_dict(_with_discriminator_mappings(json.loads(SPEC.read_text())))
+    schemathesis.openapi.from_dict(
+        _with_discriminator_mappings(json.loads(gzip.decompress(SPEC.read_bytes())))
+    )
     .include(path_regex=r"^/(chat/completions|completions|models)$")
     .exclude(operation_id="listChatCompletions")
 )
