@@ -348,3 +348,26 @@ def test_step_feedback_is_summed_per_step_by_index_or_request_id(tmp_path: Path)
     assert data.reward[row[(f"sim/{second['session']}", second["step"])]] == -1.0
     assert data.reward.sum() == -0.25 and data.has_step_rewards
     assert summary.feedback == 4 and summary.feedback_unmatched == 1 and summary.malformed == 1
+
+
+def test_logs_without_exploration_train_the_dp_but_choose_no_helper(tmp_path: Path) -> None:
+    from router.decision import BASE, Decision
+    from training.worlds import base as worlds
+    from training.worlds import make_world
+
+    def fixed(index: int) -> worlds.Behaviour:
+        def decide(state, budget, rng):  # type: ignore[no-untyped-def]
+            if state.step == 1 and budget.can_intervene:
+                return Decision("strong", 1.0, 1.0, "fixed", "fixed")
+            return Decision(BASE, 0.0, 1.0, "fixed", "fixed")
+
+        return decide
+
+    worlds.write_logs(
+        tmp_path / "logs", make_world("dataagent"), 100, 1, 2, behaviour_factory=fixed
+    )
+    result = train(TrainConfig(logs=str(logs), out=str(tmp_path / "out"), cap=2))
+    # Every logged action was certain (propensity 1): no effect of intervening can be
+    # estimated, so nothing is chosen and the report says so.
+    assert result.selected is None
+    assert "No candidate is estimable" in (tmp_path / "out" / "report.md").read_text()

@@ -10,7 +10,7 @@ the pseudo-outcomes themselves.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,22 @@ def build_candidates(
     """The evidence, and the candidates: the consensus, one per learner and return, and
     `PRM risk`."""
     rows = informative(data, cost)
+    m = AdvantageConfig.min_propensity
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=np.zeros(data.n_steps),
+        propensity=np.where(rows, np.clip(escalation_propensity(data), m, 1 - m), 0.0),
+        informative=rows,
+        cap=cap,
+        cost=cost,
+    )
+    if not rows.any():
+        # No step where the logging policy could have taken either action (no exploration
+        # with known propensities): no effect can be estimated, and nothing is chosen.
+        return evidence, []
     fold_of = session_folds(data.n_sessions, folds, seed)
     settings = AdvantageConfig(folds=folds, max_rows=max_rows, seed=seed)
     # Each return is learned from the features alone and from features and text, and the
@@ -106,18 +122,8 @@ def build_candidates(
             for design, text, scaled in designs
         ]
         effects.append(min(fitted, key=lambda pair: pair[0].fit_error))
-    m = settings.min_propensity
-    evidence = Evidence(
-        start=data.start,
-        position=data.step.astype(np.int64),
-        success=data.success,
-        action=data.action.astype(np.int64),
-        pseudo=effects[0][0].pseudo,  # the outcome's: every candidate is judged on P(success)
-        propensity=np.where(rows, np.clip(escalation_propensity(data), m, 1 - m), 0.0),
-        informative=rows,
-        cap=cap,
-        cost=cost,
-    )
+    # Every candidate is judged on the outcome's pseudo-outcomes: on P(success).
+    evidence = replace(evidence, pseudo=effects[0][0].pseudo)
     candidates = score_candidates(effects, prm, value)
     learners = [c for c in candidates if c.name != "PRM risk"]
     return evidence, [consensus(learners, rows), *candidates]
