@@ -363,9 +363,8 @@ def test_logs_without_exploration_train_the_dp_but_choose_no_helper(tmp_path: Pa
 
         return decide
 
-    worlds.write_logs(
-        tmp_path / "logs", make_world("dataagent"), 100, 1, 2, behaviour_factory=fixed
-    )
+    logs = tmp_path / "logs"
+    worlds.write_logs(logs, make_world("dataagent"), 100, 1, 2, behaviour_factory=fixed)
     result = train(TrainConfig(logs=str(logs), out=str(tmp_path / "out"), cap=2))
     # Every logged action was certain (propensity 1): no effect of intervening can be
     # estimated, so nothing is chosen and the report says so.
