@@ -66,7 +66,10 @@ class FeedbackService:
                     )
                 return {**answer, "recorded": False, "duplicate": True}
         record = feedback_record(caller.tenant, session, step, request_id, reward, self.config_hash)
-        if not self.steplog.submit(record):  # filled up while the key was claimed: counted
+        # Filled up while the key was claimed (counted as a drop): the key stays claimed, so
+        # a retry is answered as a duplicate and this report is lost. The store has no way
+        # to release a key yet.
+        if not self.steplog.submit(record):
             raise ServiceUnavailable("the step log is behind; the report was not recorded")
         self.metrics.feedback.labels(caller.tenant).inc()
         return {**answer, "recorded": True, "duplicate": False}

@@ -53,6 +53,10 @@ class SessionService:
         self, caller: Caller, session: str, success: bool, reward: float | None
     ) -> dict[str, Any]:
         await find_session(self.store, caller, session)
+        # An outcome the step log cannot take is refused before the session is marked, so
+        # the client's retry records it rather than being told it was already reported.
+        if not self.steplog.has_room():
+            raise ServiceUnavailable("the step log is behind; retry the outcome later")
         key = session_key(caller.tenant, session)
         first = await from_store(self.store.mark_outcome(key, self.ttl_s))
         if not first:
@@ -60,9 +64,9 @@ class SessionService:
                 f"The outcome of session '{session}' was already reported.",
                 code="outcome_already_reported",
             )
-        self.steplog.submit(
-            outcome_record(caller.tenant, session, success, reward, self.config_hash)
-        )
+        record = outcome_record(caller.tenant, session, success, reward, self.config_hash)
+        if not self.steplog.submit(record):  # filled up while the session was marked: counted
+            raise ServiceUnavailable("the step log is behind; the outcome was not recorded")
         self.metrics.outcomes.labels(caller.tenant, str(success).lower()).inc()
         return {"session": session, "success": success, "recorded": True}
 

@@ -98,6 +98,8 @@ def consensus(members: list[Candidate], informative: np.ndarray) -> Candidate:
     """The mean of the members' scores, each standardised on the informative steps; still a
     linear model (members on the features alone read zero text weights)."""
     width = max((len(m.model.weights) for m in members if m.model is not None), default=0)
+    if not informative.any():
+        return Candidate(CONSENSUS)  # nothing to standardise on: judged as nothing
     scores = np.zeros(len(informative))
     weights = np.zeros(width)
     bias = 0.0
@@ -136,14 +138,21 @@ def select(
     default = choose([p for p in exportable if p.policy == CONSENSUS], target, tolerance)
     if best is not None and default is not None and best is not default:
         compared = len({p.policy for p in frontier})
+        # On the sessions both were judged on (a fixed candidate: those it did not train on).
         gain, se = paired_difference(
             evidence,
             _flags(evidence, owner[id(best)], best),
             _flags(evidence, owner[id(default)], default),
+            _sessions(owner[id(best)], owner[id(default)]),
         )
         if not gain - z_for(compared) * se > 0:
             best = default
     return None if best is None else Choice(owner[id(best)], best, frontier)
+
+
+def _sessions(*candidates: Candidate) -> np.ndarray | None:
+    masks = [c.sessions for c in candidates if c.sessions is not None]
+    return np.logical_and.reduce(masks) if masks else None
 
 
 def _flags(evidence: Evidence, candidate: Candidate, point: PolicyEstimate) -> np.ndarray:
@@ -178,9 +187,8 @@ def export_choice(
     # Midway to the next lower score, so float32 here and float64 in the proxy agree on
     # the states at the boundary.
     lower = scores[scores < threshold]
-    if len(lower):
-        threshold = (threshold + float(lower.max())) / 2
     spread = float(scores[evidence.informative].std()) or 1.0
+    threshold = (threshold + float(lower.max())) / 2 if len(lower) else threshold - spread / 2
     k = 4.0 / spread
     model = LinearModel(
         k * (candidate.model.bias - threshold), np.append(k * candidate.model.weights, 0.0)

@@ -23,12 +23,6 @@ import numpy as np
 
 from training import dp
 from training.candidates import select
-from training.choosing import (
-    Selected,
-    build_candidates,
-    dp_helper_candidate,
-    export_selected,
-)
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
 from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
@@ -52,6 +46,12 @@ from training.prm import (
     fit_action_values,
 )
 from training.selection import Evidence
+from training.stage_candidates import (
+    Selected,
+    build_candidates,
+    dp_helper_candidate,
+    export_selected,
+)
 
 
 @dataclass(frozen=True)

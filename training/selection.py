@@ -106,11 +106,16 @@ def replay_rule(evidence: Evidence, escalates: Callable[[int, int], bool]) -> np
     return flags
 
 
-def paired_difference(evidence: Evidence, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def paired_difference(
+    evidence: Evidence, a: np.ndarray, b: np.ndarray, sessions: np.ndarray | None = None
+) -> tuple[float, float]:
     """Success of policy a minus policy b (per-step intervention probabilities), estimated
-    per session on the same evidence, and its standard error."""
+    per session on the same evidence (over `sessions`, a mask; default all), and its
+    standard error."""
     per = np.bincount(evidence.session, (a - b) * evidence.pseudo, minlength=evidence.n_sessions)
-    return float(per.mean()), _se(per)
+    if sessions is not None:
+        per = per[sessions]
+    return float(per.mean()) if len(per) else 0.0, _se(per)
 
 
 def replay_random(evidence: Evidence, p: float) -> np.ndarray:

@@ -56,6 +56,7 @@ class Selected:
     baselines: list[PolicyEstimate]  # never, always, random and PRM threshold at its usage
     frontier: list[PolicyEstimate]  # every candidate at every threshold judged
     flags: np.ndarray  # where it intervenes along the logged sessions (as judged)
+    sessions: np.ndarray | None  # the sessions it was judged on (None: every one)
 
     @property
     def predicted_success(self) -> float:
@@ -182,4 +183,6 @@ def export_selected(
     else:
         assert candidate.flags is not None
         flags = candidate.flags
-    return Selected(candidate.name, directory, estimate, baselines, choice.frontier, flags)
+    return Selected(
+        candidate.name, directory, estimate, baselines, choice.frontier, flags, candidate.sessions
+    )
