@@ -172,7 +172,10 @@ def serve_in_process(
     directory, candidate, predicted_usage, predicted_success = chosen_helper(result)
     helper, kind = artifact_policy(directory)
     figures = {"helper": evaluate(world, helper, config.episodes, fresh, config.cap)}
+    selected = getattr(result, "selected", None)
+    interval = selected.estimate.interval() if selected is not None else (math.nan, math.nan)
     return Served(
+        predicted_interval=interval,
         directory=directory,
         figures=figures,
         candidate=candidate,
@@ -248,6 +251,7 @@ def run_once(
         "artifact_kind": served.kind,
         "predicted_usage": served.predicted_usage,
         "predicted_success": served.predicted_success,
+        "predicted_interval": list(served.predicted_interval),
         "policies": figures,
         "knobs": knobs,
         "gain_recovered": gain,
@@ -284,6 +288,10 @@ def print_run(run: dict[str, Any], label: str) -> None:
         f"usage {helper['interventions']:.2f} (trainer predicted {run['predicted_usage']:.2f}), "
         f"success {helper['success']:.3f} (predicted {run['predicted_success']:.3f})"
     )
+    low, high = run.get("predicted_interval", (math.nan, math.nan))
+    if not math.isnan(low):
+        inside = "inside" if low <= helper["success"] <= high else "OUTSIDE"
+        print(f"  the trainer's 95% interval [{low:.3f}, {high:.3f}]: measured success {inside}")
     for note in run.get("notes", []):
         print(f"  {note}")
     if "seconds" in run:

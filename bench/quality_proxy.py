@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Served:
     seconds: dict[str, float]
     gate_accepted: bool | None = None  # None: no gate (in-process)
     notes: list[str] = field(default_factory=list)
+    predicted_interval: tuple[float, float] = (math.nan, math.nan)  # success, 95%
 
 
 @dataclass(frozen=True)
