@@ -42,23 +42,13 @@ def fit_logistic(
     """L2-regularised logistic regression on at most `max_rows` of `rows` (a boolean mask or
     indices; default all), sampled with the seed; `scaled` marks the columns to standardise
     (default: all). Only the sample is copied out of `matrix`."""
-    if rows is None:
-        rows = np.arange(len(labels))
-    elif rows.dtype == bool:
-        rows = np.flatnonzero(rows)
-    if len(rows) > max_rows:
-        rows = np.random.default_rng(seed).choice(rows, size=max_rows, replace=False)
+    rows = _sample(len(labels), rows, max_rows, seed)
     x = matrix[rows].astype(np.float64)
     y = labels[rows].astype(np.int64)
     if y.min() == y.max():  # one class only: the model is a constant
         p = float(np.clip(y[0], 1e-4, 1 - 1e-4))
         return LinearModel(float(np.log(p / (1 - p))), np.zeros(matrix.shape[1]))
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale == 0] = 1.0
-    if scaled is not None:
-        mean[~scaled] = 0.0
-        scale[~scaled] = 1.0
+    mean, scale = _standardisation(x, scaled)
     model = LogisticRegression(
         C=1.0 / l2,
         max_iter=500,
@@ -83,20 +73,39 @@ def fit_ridge(
     """Ridge regression of a continuous target on `rows` (a boolean mask), its penalty chosen
     by efficient leave-one-out over RIDGE_ALPHAS, so a noisy target is shrunk towards its
     mean rather than fitted; the same scaling and sampling as `fit_logistic`."""
-    index = np.flatnonzero(rows)
-    if len(index) > max_rows:
-        index = np.random.default_rng(seed).choice(index, size=max_rows, replace=False)
+    index = _sample(len(target), rows, max_rows, seed)
     if len(index) < 2:
-        mean = float(target[index].mean()) if len(index) else 0.0
-        return LinearModel(mean, np.zeros(matrix.shape[1]))
+        constant = float(target[index].mean()) if len(index) else 0.0
+        return LinearModel(constant, np.zeros(matrix.shape[1]))
     x = matrix[index].astype(np.float64)
     y = target[index].astype(np.float64)
+    mean, scale = _standardisation(x, scaled)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / scale, y)
+    w = model.coef_ / scale
+    return LinearModel(float(model.intercept_ - np.dot(w, mean)), w)
+
+
+def _sample(n: int, rows: np.ndarray | None, max_rows: int, seed: int) -> np.ndarray:
+    """The row indices a fit uses: `rows` (a mask or indices; default all), at most
+    `max_rows` of them sampled with the seed."""
+    if rows is None:
+        index = np.arange(n)
+    elif rows.dtype == bool:
+        index = np.flatnonzero(rows)
+    else:
+        index = rows
+    if len(index) > max_rows:
+        index = np.random.default_rng(seed).choice(index, size=max_rows, replace=False)
+    return index
+
+
+def _standardisation(x: np.ndarray, scaled: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and scale; columns not `scaled` (and constant ones) are left as
+    they are."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
     if scaled is not None:
         mean[~scaled] = 0.0
         scale[~scaled] = 1.0
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit((x - mean) / scale, y)
-    w = model.coef_ / scale
-    return LinearModel(float(model.intercept_ - np.dot(w, mean)), w)
+    return mean, scale
