@@ -233,7 +233,7 @@ def play(
         critical_steps += episode.critical
         at_critical += escalated and episode.critical and not episode.hopeless
         if log:
-            records.append(_step_record(state, decision, view, escalated))
+            records.append(step_record(state, decision, view, escalated))
         used += escalated
         world.act(episode, escalated)
     success = world.succeeded(episode)
@@ -252,10 +252,16 @@ def play(
     return Rollout(success, used, episode.step, critical_steps, at_critical, records)
 
 
-def _step_record(
-    state: StepState, decision: Decision, view: BudgetView, escalated: bool
+def step_record(
+    state: StepState,
+    decision: Decision,
+    view: BudgetView,
+    escalated: bool,
+    answer: Message | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A simulated step as the proxy logs it; with `answer`, the model's message as its
+    captured response. (Every simulated harness writes its steps with this.)"""
+    record: dict[str, Any] = {
         "schema": 1,
         "kind": "step",
         "id": f"{state.session}-{state.step}",
@@ -264,7 +270,7 @@ def _step_record(
         "session": state.session,
         "step": state.step,
         "route": state.route,
-        "state": {"messages": state.messages, "features": state.features},
+        "state": {"messages": list(state.messages), "features": state.features},
         "decision": {
             "action": decision.action,
             "p_escalate": round(decision.p_escalate, 6),
@@ -277,6 +283,12 @@ def _step_record(
         },
         "upstream": {"name": "strong" if escalated else "weak", "model": "simulated"},
     }
+    if answer:
+        record["response"] = {
+            "content": answer.get("content"),
+            "tool_calls": answer.get("tool_calls"),
+        }
+    return record
 
 
 def write_logs(

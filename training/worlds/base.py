@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from router.decision import BASE, BudgetView, Decision
 from router.state import Message, StepState
-from training.simworld import Behaviour, policy_behaviour, random_behaviour
+from training.simworld import Behaviour, policy_behaviour, random_behaviour, step_record
 
 __all__ = [
     "INTERVENTION",
@@ -172,7 +172,7 @@ def play(
         if log:
             after = episode.messages
             answer: Message = after[len(messages)] if len(after) > len(messages) else {}
-            record = _step_record(state, decision, view, escalated, answer)
+            record = step_record(state, decision, view, escalated, answer)
             records.append(record)
             if step_rewards and reward != 0.0:
                 records.append(_feedback_record(state, record["id"], reward))
@@ -190,39 +190,6 @@ def play(
             }
         )
     return Rollout(success, used, episode.step, hard_steps, at_hard, total, records)
-
-
-def _step_record(
-    state: StepState, decision: Decision, view: BudgetView, escalated: bool, answer: Message
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "schema": 1,
-        "kind": "step",
-        "id": f"{state.session}-{state.step}",
-        "ts": float(state.step),
-        "tenant": state.tenant,
-        "session": state.session,
-        "step": state.step,
-        "route": state.route,
-        "state": {"messages": list(state.messages), "features": state.features},
-        "decision": {
-            "action": decision.action,
-            "p_escalate": round(decision.p_escalate, 6),
-            "propensity": round(decision.propensity, 6),
-            "explored": decision.explored,
-            "policy": decision.policy_id,
-            "reason": decision.reason,
-            "budget_before": view.remaining,
-            "budget_after": view.remaining - escalated,
-        },
-        "upstream": {"name": "strong" if escalated else "weak", "model": "simulated"},
-    }
-    if answer:
-        record["response"] = {
-            "content": answer.get("content"),
-            "tool_calls": answer.get("tool_calls"),
-        }
-    return record
 
 
 def _feedback_record(state: StepState, request_id: str, reward: float) -> dict[str, Any]:
