@@ -109,19 +109,25 @@ def test_first_order_estimates_recover_never_and_the_oracle(
     assert not check(never, None, None).install  # no gain: nothing to install
 
 
-def test_replay_spends_the_policys_own_budget() -> None:
-    data = silent_logs(50)
-    evidence = Evidence(
+def bare_evidence(data: Dataset, informative: bool, cap: int) -> Evidence:
+    """Evidence with no pseudo-outcomes: for what replay and support do alone."""
+    rows = np.full(data.n_steps, informative)
+    return Evidence(
         data.start,
         data.step.astype(np.int64),
         data.success,
         data.action.astype(np.int64),
         np.zeros(data.n_steps),
-        np.full(data.n_steps, EPSILON),
-        np.ones(data.n_steps, dtype=bool),
-        cap=2,
+        np.where(rows, EPSILON, 0.0),
+        rows,
+        cap=cap,
         cost=1,
     )
+
+
+def test_replay_spends_the_policys_own_budget() -> None:
+    data = silent_logs(50)
+    evidence = bare_evidence(data, informative=True, cap=2)
     always = replay(evidence, np.zeros(data.n_steps), 0.0).reshape(-1, STEPS)
     assert (always == [1, 1, 0, 0, 0, 0]).all()  # the first two steps, then no budget
     p = replay_random(evidence, 0.5).reshape(-1, STEPS)[0]
@@ -146,18 +152,8 @@ def test_the_chosen_helper_escalates_at_the_hard_step_at_the_target_usage(
 
 def test_a_policy_the_logs_cannot_support_is_not_estimable() -> None:
     data = silent_logs(200)
-    rows = np.zeros(data.n_steps, dtype=bool)  # the logging policy never had a choice
-    evidence = Evidence(
-        data.start,
-        data.step.astype(np.int64),
-        data.success,
-        data.action.astype(np.int64),
-        np.zeros(data.n_steps),
-        np.zeros(data.n_steps),
-        rows,
-        cap=4,
-        cost=1,
-    )
+    # The logging policy never had a choice.
+    evidence = bare_evidence(data, informative=False, cap=4)
     estimate = judge(evidence, "x", (data.features[:, 0] == 1).astype(np.float64))
     assert not estimate.estimable
     assert choose([estimate], 1.0) is None

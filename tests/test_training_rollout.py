@@ -20,6 +20,20 @@ from training.simworld import write_logs
 ADMIN_KEY = "admin-rollout"
 
 
+def escalator_train(
+    logs: Path, out: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`escalator train --budget 1` as a user runs it, in a fresh interpreter."""
+    command = [sys.executable, "-m", "escalator", "train", "--logs", str(logs), "--out", str(out)]
+    return subprocess.run(
+        [*command, "--budget", "1", *options],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
 def test_train_installs_the_helper_and_reloads_the_proxy(
     start_proxy: Callable[..., RunningProxy], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,55 +60,18 @@ def test_train_installs_the_helper_and_reloads_the_proxy(
 
     assert policy_of_next_step() == load_artifact(current).policy_id
     before = current.resolve()
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "escalator",
-            "train",
-            "--logs",
-            str(tmp_path / "logs"),
-            "--out",
-            str(tmp_path / "refused"),
-            "--budget",
-            "1",
-            "--cap",
-            "1",
-            "--install",
-            str(current),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    refused = escalator_train(
+        tmp_path / "logs", tmp_path / "refused", "--cap", "1", "--install", str(current)
     )
     # 400 sessions at a cap of one: the gain cannot be told from noise, so the running
     # helper stays.
     assert refused.returncode == 3, refused.stderr
     assert "not installed" in refused.stderr and "--force" in refused.stderr
     assert current.resolve() == before
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "escalator",
-            "train",
-            "--logs",
-            str(tmp_path / "logs"),
-            "--out",
-            str(tmp_path / "b"),
-            "--budget",
-            "1",
-            "--seed",
-            "7",
-            "--install",
-            str(current),
-            "--force",
-            "--reload",
-            proxy.url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = escalator_train(
+        tmp_path / "logs",
+        tmp_path / "b",
+        *("--seed", "7", "--install", str(current), "--force", "--reload", proxy.url),
         env={**os.environ, "ESCALATOR_ADMIN_KEY": ADMIN_KEY},
     )
     assert done.returncode == 0, done.stderr
