@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from router.budget import BudgetStore, SessionInfo, session_key
-from server.errors import Conflict, NotFound, ServiceUnavailable
+from server.errors import Conflict, NotFound
 from server.http import REQUEST_ID_PREFIX
 from server.metrics import Metrics
-from server.sessions import find_session, from_store
+from server.sessions import ensure_room, find_session, from_store, submit_or_refuse
 from server.steplog import StepLog
 from server.tenancy import Caller
 from server.trace import feedback_record
@@ -48,10 +48,7 @@ class FeedbackService:
         else:
             step, request_id = step_ref, await self._request_of(key, session, info, step_ref)
         answer = {"session": session, "step": step, "request_id": request_id, "reward": reward}
-        # A report the step log could not take is refused before its key is claimed, so the
-        # client's retry records it rather than being told it was a duplicate.
-        if not self.steplog.has_room():
-            raise ServiceUnavailable("the step log is behind; retry the report later")
+        ensure_room(self.steplog, "report")
         if idempotency_key is not None:
             report = f"{step} {reward!r}"
             claimed = await from_store(
@@ -69,8 +66,7 @@ class FeedbackService:
         # Filled up while the key was claimed (counted as a drop): the key stays claimed, so
         # a retry is answered as a duplicate and this report is lost. The store has no way
         # to release a key yet.
-        if not self.steplog.submit(record):
-            raise ServiceUnavailable("the step log is behind; the report was not recorded")
+        submit_or_refuse(self.steplog, record, "report")
         self.metrics.feedback.labels(caller.tenant).inc()
         return {**answer, "recorded": True, "duplicate": False}
 

@@ -27,6 +27,20 @@ async def from_store(call: Awaitable[T]) -> T:
         raise ServiceUnavailable("the budget store is unavailable; retry later") from None
 
 
+def ensure_room(steplog: StepLog, what: str) -> None:
+    """Refuse a report the step log cannot take *before* anything is marked in the store,
+    so the client's retry records it rather than being told it was already reported."""
+    if not steplog.has_room():
+        raise ServiceUnavailable(f"the step log is behind; retry the {what} later")
+
+
+def submit_or_refuse(steplog: StepLog, record: dict[str, Any], what: str) -> None:
+    """Queue a report's record; one that filled the log meanwhile is counted as dropped and
+    refused."""
+    if not steplog.submit(record):
+        raise ServiceUnavailable(f"the step log is behind; the {what} was not recorded")
+
+
 class SessionService:
     def __init__(
         self, store: BudgetStore, steplog: StepLog, metrics: Metrics, ttl_s: int, config_hash: str
@@ -53,10 +67,7 @@ class SessionService:
         self, caller: Caller, session: str, success: bool, reward: float | None
     ) -> dict[str, Any]:
         await find_session(self.store, caller, session)
-        # An outcome the step log cannot take is refused before the session is marked, so
-        # the client's retry records it rather than being told it was already reported.
-        if not self.steplog.has_room():
-            raise ServiceUnavailable("the step log is behind; retry the outcome later")
+        ensure_room(self.steplog, "outcome")
         key = session_key(caller.tenant, session)
         first = await from_store(self.store.mark_outcome(key, self.ttl_s))
         if not first:
@@ -65,8 +76,7 @@ class SessionService:
                 code="outcome_already_reported",
             )
         record = outcome_record(caller.tenant, session, success, reward, self.config_hash)
-        if not self.steplog.submit(record):  # filled up while the session was marked: counted
-            raise ServiceUnavailable("the step log is behind; the outcome was not recorded")
+        submit_or_refuse(self.steplog, record, "outcome")
         self.metrics.outcomes.labels(caller.tenant, str(success).lower()).inc()
         return {"session": session, "success": success, "recorded": True}
 
