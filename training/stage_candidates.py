@@ -33,7 +33,7 @@ from training.candidates import (
     score_candidates,
 )
 from training.dataset import Dataset
-from training.helper import NEVER, Helper
+from training.helper import Helper
 from training.linear import LinearModel
 from training.prm import StateInputs
 from training.selection import (
@@ -141,15 +141,18 @@ def dp_helper_candidate(
 ) -> Candidate:
     """The DP-imitating helper as a fixed candidate, replayed with its own budget (its score
     reads the remaining budget) and judged on the held-out sessions it was not trained on."""
+    # Its logit without the logged budget's term, then its own decision at every budget it
+    # may have left: the design matrix's last column is the remaining budget.
     budget_weight = float(helper.model.weights[-1])
     logit = helper.model.logit(design).astype(np.float64) - budget_weight * data.remaining
-    table = [helper.thresholds.get(b, NEVER) for b in range(helper.cap + 1)]
-
-    def escalates(row: int, left: int) -> bool:
-        z = float(np.clip(logit[row] + budget_weight * left, -50, 50))
-        return bool(1.0 / (1.0 + np.exp(-z)) >= table[min(left, helper.cap)])
-
-    flags = replay_rule(evidence, escalates)
+    by_budget = [
+        helper.escalates(
+            1.0 / (1.0 + np.exp(-np.clip(logit + budget_weight * b, -50, 50))),
+            np.full(data.n_steps, b),
+        )
+        for b in range(helper.cap + 1)
+    ]
+    flags = replay_rule(evidence, lambda row, left: bool(by_budget[min(left, helper.cap)][row]))
     return Candidate(name, flags=flags, sessions=sessions, directory=directory)
 
 
