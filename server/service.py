@@ -348,10 +348,12 @@ class ChatService:
             self._count_usage(caller, call, transcript.usage)
             trace.response = transcript.response()
             if reservation is not None:
-                completed = transcript.done and transcript.error is None
-                if not completed:
+                # The charge follows what was delivered: a client that hung up (or an upstream
+                # that broke off) after any of the answer reached the client keeps it, so it
+                # pays for it; only a stream that delivered nothing of the answer is refunded.
+                if not transcript.delivered:
                     trace.budget_after = trace.budget_before
-                self._settle(caller, trace, reservation, completed=completed)
+                self._settle(caller, trace, reservation, completed=transcript.delivered)
             self._log_step(caller, body, trace)
 
         return SseRelay(upstream, StreamTranscript(upstream.started), finish)
@@ -369,7 +371,8 @@ class ChatService:
     def _settle(
         self, caller: Caller, trace: StepTrace, reservation: Reservation, *, completed: bool
     ) -> None:
-        """Keep a completed intervention's units; return a failed or abandoned one's."""
+        """Keep the units of an intervention whose answer (or any of a streamed one) reached
+        the client; return a failed or abandoned one's."""
         kind = trace.decision.action if trace.decision else "?"
         result = "completed" if completed else "refunded"
         self.metrics.interventions.labels(caller.tenant, trace.route or "", kind, result).inc()

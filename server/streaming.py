@@ -2,7 +2,8 @@
 
 Bytes reach the client exactly as the upstream sent them, as they arrive. On the side, a
 `StreamTranscript` parses the events to learn what the step record needs: the text, the
-tool calls, token usage, the time to the first token, and whether `[DONE]` arrived.
+tool calls, token usage, the time to the first token, and whether `[DONE]` arrived; and
+what the budget needs: whether any of the answer reached the client.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class StreamTranscript:
         self.first_token_ms: float | None = None
         self.finished_ms: float | None = None
         self.done = False
+        # Part of the answer (text, a tool call, a finish reason, `[DONE]`) was read, and
+        # was sent on to the client: an intervention is charged for what was delivered.
+        self.answered = False
+        self.delivered = False
         self.error: EscalatorError | None = None
         self.usage: dict[str, Any] | None = None
         self._buffer = b""
@@ -56,7 +61,7 @@ class StreamTranscript:
 
     def _on_data(self, payload: bytes) -> None:
         if payload == b"[DONE]":
-            self.done = True
+            self.done = self.answered = True
             return
         try:
             data = orjson.loads(payload)
@@ -74,6 +79,8 @@ class StreamTranscript:
         calls = delta.get("tool_calls")
         if (text or calls) and self.first_token_ms is None:
             self.first_token_ms = (time.perf_counter() - self.started) * 1000
+        if text or calls or choices[0].get("finish_reason"):
+            self.answered = True
         if delta.get("content"):
             self._content.append(delta["content"])
         for call in calls or []:
@@ -128,6 +135,8 @@ class SseRelay:
             async for chunk in self._stream.chunks():
                 transcript.feed(chunk)
                 yield chunk
+                # Asked for the next chunk: this one was handed to the client's connection.
+                transcript.delivered = transcript.answered
             if not transcript.done:
                 raise UpstreamError(
                     f"upstream {self._stream.upstream.name!r} closed the stream before [DONE]",
