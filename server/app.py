@@ -29,6 +29,7 @@ from router.policies import PolicyConfigError
 from server.errors import EscalatorError, InvalidRequest, NotFound
 from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
+from server.limits import RequestLimit
 from server.metrics import Metrics
 from server.routes import admin, openai, ops, sessions
 from server.service import ChatService
@@ -92,7 +93,10 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*openai.routes, *sessions.routes, *ops.routes, *admin.routes],
-        middleware=[Middleware(StepHeaders, metrics=metrics)],
+        middleware=[
+            Middleware(StepHeaders, metrics=metrics),
+            Middleware(RequestLimit, limit=settings.server.max_requests_in_flight, metrics=metrics),
+        ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )

@@ -42,8 +42,10 @@ def _run(settings: Settings, log_level: str) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.limits import ensure_open_files, uvicorn_options
 
     app = create_app(settings)
+    ensure_open_files(settings)
     uvicorn.run(
         app,
         host=settings.server.host,
@@ -51,8 +53,8 @@ def _run(settings: Settings, log_level: str) -> None:
         log_level=log_level,
         access_log=False,
         loop="auto",
-        http="auto",
         timeout_graceful_shutdown=30,
+        **uvicorn_options(settings, app.state.metrics),
     )
 
 

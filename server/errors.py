@@ -67,6 +67,14 @@ class Conflict(EscalatorError):
     type = "invalid_request_error"
 
 
+class RequestTimeout(EscalatorError):
+    """The client did not send its request body in time."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(EscalatorError):
     status = 413
     type = "invalid_request_error"

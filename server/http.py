@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge
+from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from server.metrics import Metrics
 from server.streaming import SseRelay
 from server.tenancy import Caller
@@ -109,15 +109,23 @@ async def read_json_object(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+    timeout_s: float = request.app.state.settings.server.body_timeout_s
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(
-                f"The request body is larger than the limit of {max_bytes} bytes."
-            )
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(
+                        f"The request body is larger than the limit of {max_bytes} bytes."
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {timeout_s:g}s.",
+            headers={"connection": "close"},
+        ) from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidRequest("The request body is empty: send a JSON object.")

@@ -198,6 +198,32 @@ class Metrics:
         self.log_queue_depth = Gauge(
             "escalator_log_queue_depth", "Step-log records waiting to be written.", registry=r
         )
+        self.overload_rejections = Counter(
+            "escalator_overload_rejections_total",
+            "Requests answered 503 because the proxy was at a limit: requests in flight, or "
+            "open connections (when every open connection had a request in flight).",
+            ["limit"],
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "escalator_connections_closed_total",
+            "Client connections the proxy closed: no complete request within the header "
+            "timeout, or evicted (idle longest) to make room at the connection limit.",
+            ["reason"],
+            registry=r,
+        )
+        for limit in ("requests", "connections"):
+            self.overload_rejections.labels(limit)
+        for reason in ("header_timeout", "evicted"):
+            self.connections_closed.labels(reason)
+        self.open_connections = Gauge(
+            "escalator_open_connections", "Client connections open now.", registry=r
+        )
+        self.requests_in_flight = Gauge(
+            "escalator_requests_in_flight",
+            "Requests being served now (the operations endpoints not counted).",
+            registry=r,
+        )
         self.info = Gauge(
             "escalator_build_info",
             "Always 1; labels carry the version and the configuration hash.",

@@ -38,6 +38,17 @@ class ServerSettings(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     admin_key_env: str | None = None
     max_body_bytes: Annotated[int, Field(gt=0)] = 8 * MiB
+    # Limits on clients (server/limits.py). A connection with no request in flight is closed
+    # header_timeout_s after it opened or after its last response; a request body must
+    # arrive within body_timeout_s (408); idle keep-alive connections close after
+    # keep_alive_s. Requests beyond max_requests_in_flight get 503 with retry-after (the
+    # operations endpoints always answer); connections beyond max_connections evict the one
+    # idle longest.
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    keep_alive_s: Annotated[int, Field(ge=1)] = 5
+    max_connections: Annotated[int, Field(ge=2)] = 4096
+    max_requests_in_flight: Annotated[int, Field(ge=1)] = 1024
     # Requests with no Authorization header are served as this tenant. Allowed only on a
     # loopback address: the embedded local default uses it, a network-facing proxy cannot.
     anonymous_tenant: str | None = None
@@ -48,6 +59,17 @@ class ServerSettings(_Section):
             raise ValueError(
                 "anonymous_tenant turns authentication off and is allowed only when host "
                 f"is a loopback address, not {self.host!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _room_beside_requests_in_flight(self) -> ServerSettings:
+        # Some connection must always be free of a request in flight, so that one can be
+        # evicted for a health check when the connection limit is reached.
+        if self.max_requests_in_flight >= self.max_connections:
+            raise ValueError(
+                f"max_requests_in_flight ({self.max_requests_in_flight}) must be below "
+                f"max_connections ({self.max_connections})"
             )
         return self
 
