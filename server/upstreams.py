@@ -8,6 +8,8 @@ gateway benchmark in bench/).
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +27,14 @@ from server.errors import (
 )
 from server.settings import UpstreamSettings
 
+log = logging.getLogger("escalator.upstreams")
+
 _PASSED_HEADERS = ("retry-after", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+REDACTED = "[redacted]"
+# A word of an upstream's message that shares this many characters in a row with its key is
+# the key, however masked ("sk-upstr****cret").
+_KEY_RUN = 8
+_WORD = re.compile(r"[^\s\"',;()\[\]{}<>]+")
 
 
 @dataclass(slots=True)
@@ -56,9 +65,8 @@ class UpstreamStream:
                 f"{self.upstream.settings.timeout_s:g}s in the middle of a stream"
             ) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream {self.upstream.name!r} broke off the stream: {_describe(exc)}"
-            ) from None
+            log.warning("upstream %r broke off a stream: %s", self.upstream.name, _describe(exc))
+            raise UpstreamError(f"upstream {self.upstream.name!r} broke off the stream") from None
 
     def close(self) -> None:
         self._response.close()
@@ -74,6 +82,7 @@ class Upstream:
         api_key = settings.api_key()
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
+        self._key = api_key or ""
         self._session: aiohttp.ClientSession | None = None
         # Built once: URL parsing and timeout objects cost more than they look per request.
         self._urls = {path: URL(self._url(path)) for path in ("chat/completions", "completions")}
@@ -164,13 +173,38 @@ class Upstream:
         )
 
     def _unreachable(self, exc: BaseException) -> UpstreamError:
-        return UpstreamError(f"upstream {self.name!r} is unreachable: {_describe(exc)}")
+        # Where it is and why is for the operator; the tenant learns which upstream failed.
+        log.warning("upstream %r unreachable: %s", self.name, self.redact(_describe(exc)))
+        return UpstreamError(f"upstream `{self.name}` unreachable")
+
+    def redact(self, text: str) -> str:
+        """`text` with this upstream's API key taken out, whole or masked."""
+        key = self._key
+        if not key:
+            return text
+        text = text.replace(key, REDACTED)
+        if len(key) < _KEY_RUN:
+            return text
+        runs = {key[i : i + _KEY_RUN] for i in range(len(key) - _KEY_RUN + 1)}
+
+        def masked(match: re.Match[str]) -> str:
+            word = match.group()
+            bare = word.replace("*", "")
+            if any(bare[i : i + _KEY_RUN] in runs for i in range(len(bare) - _KEY_RUN + 1)):
+                return REDACTED + word[len(word.rstrip(".:!?")) :]  # the sentence goes on
+            return word
+
+        return _WORD.sub(masked, text)
 
     def _status_error(self, response: aiohttp.ClientResponse, raw: bytes) -> EscalatorError:
         status = response.status
-        message = _upstream_message(raw)
+        message = self.redact(_upstream_message(raw))
         if 400 <= status < 500:
-            headers = {h: response.headers[h] for h in _PASSED_HEADERS if h in response.headers}
+            headers = {
+                h: self.redact(response.headers[h])
+                for h in _PASSED_HEADERS
+                if h in response.headers
+            }
             return UpstreamRejected(
                 status, message or f"upstream {self.name!r} answered {status}", headers=headers
             )
