@@ -364,3 +364,62 @@ async def test_sqlite_store_keeps_changes_while_the_file_fails_and_is_not_ready(
         row = reader.execute("SELECT steps FROM counters WHERE key = 'acme/s/a'").fetchone()
     assert row == (4,)
     await store.close()
+
+
+def _used_in_file(path: Path, key: str) -> int | None:
+    import sqlite3
+
+    with sqlite3.connect(path) as reader:
+        row = reader.execute("SELECT used FROM counters WHERE key = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def test_sqlite_reservation_is_in_the_file_when_reserve_returns(tmp_path: Path) -> None:
+    """An intervention is sent on a reservation as soon as it is granted: a crash right
+    after must not forget it, so it is written before `reserve` returns (a group commit
+    for the many granted at once), not behind."""
+    from router.budget.sqlite import SqliteBudgetStore
+
+    store = SqliteBudgetStore(tmp_path / "budget.db", flush_interval_s=60)
+    day = Scope("acme/day/d", 1000, 7200)
+    assert await store.reserve([session(3), day], 1) is not None
+    assert _used_in_file(tmp_path / "budget.db", "acme/s/ep-1") == 1
+    granted = await asyncio.gather(
+        *(store.reserve([session(1, f"acme/s/{i}"), day], 1) for i in range(50))
+    )
+    assert all(granted)
+    assert [_used_in_file(tmp_path / "budget.db", f"acme/s/{i}") for i in range(50)] == [1] * 50
+    assert _used_in_file(tmp_path / "budget.db", "acme/day/d") == 51
+    await store.close()
+
+
+async def test_sqlite_reservation_the_file_cannot_take_is_refused_and_undone(
+    tmp_path: Path,
+) -> None:
+    from router.budget.sqlite import ReservationNotWritten, SqliteBudgetStore, _connect
+
+    store = SqliteBudgetStore(tmp_path / "budget.db", flush_interval_s=0.001)
+    store._conn.close()  # the file stops taking writes
+    with pytest.raises(ReservationNotWritten):
+        await store.reserve([session(3)], 1)
+    assert await store.used("acme/s/ep-1") == 0
+    store._conn = _connect(tmp_path / "budget.db")  # the disk recovers
+    assert await store.reserve([session(3)], 1) is not None
+    assert _used_in_file(tmp_path / "budget.db", "acme/s/ep-1") == 1
+    await store.close()
+
+
+async def test_sqlite_reservation_cancelled_while_written_is_undone(tmp_path: Path) -> None:
+    """A step cancelled (its client gone) while its reservation is being written never
+    gets the reservation, so the store returns its units."""
+    from router.budget.sqlite import SqliteBudgetStore
+
+    store = SqliteBudgetStore(tmp_path / "budget.db")
+    reserving = asyncio.ensure_future(store.reserve([session(3)], 1))
+    await asyncio.sleep(0)  # granted in memory, waiting for the file
+    reserving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reserving
+    assert await store.used("acme/s/ep-1") == 0
+    await store.close()
+    assert _used_in_file(tmp_path / "budget.db", "acme/s/ep-1") == 0
