@@ -58,7 +58,8 @@ def create_app(settings: Settings) -> Starlette:
         segment_bytes=storage.log_segment_bytes,
         queue_size=storage.log_queue_size,
         on_written=lambda kind: metrics.log_records.labels(kind).inc(),
-        on_dropped=metrics.log_dropped.inc,
+        on_dropped=metrics.log_dropped.labels("queue_full").inc,
+        on_unwritable=metrics.log_dropped.labels("unwritable").inc,
     )
     service = ChatService(settings, store, upstreams, steplog, metrics)
     metrics.info.labels(_version(), service.config_hash).set(1)

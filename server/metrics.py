@@ -192,9 +192,13 @@ class Metrics:
         )
         self.log_dropped = Counter(
             "escalator_log_dropped_total",
-            "Step-log records dropped because the write queue was full.",
+            "Step-log records dropped, by reason: queue_full (the write queue was full) or "
+            "unwritable (JSON cannot hold the record, e.g. messages nested too deep).",
+            ["reason"],
             registry=r,
         )
+        for reason in ("queue_full", "unwritable"):
+            self.log_dropped.labels(reason)
         self.log_queue_depth = Gauge(
             "escalator_log_queue_depth", "Step-log records waiting to be written.", registry=r
         )

@@ -2,7 +2,9 @@
 
 Requests put records on a bounded queue and never wait; one writer thread serialises them
 and appends to the current segment, which rotates at a size limit and at midnight (UTC).
-A full queue drops the record and counts it. Closing drains the queue and flushes.
+A full queue drops the record and counts it; so does a record JSON cannot hold (a
+pass-through step whose messages nest deeper than orjson writes). Closing drains the queue
+and flushes.
 
 Each process writes its own segments (`steps-<day>-<replica>-<seq>.jsonl`), so replicas can
 share one directory; training reads the whole directory.
@@ -38,6 +40,7 @@ class StepLog:
         queue_size: int,
         on_written: Callable[[str], None] = lambda kind: None,
         on_dropped: Callable[[], None] = lambda: None,
+        on_unwritable: Callable[[], None] = lambda: None,
     ) -> None:
         self.directory = directory
         self._segment_bytes = segment_bytes
@@ -47,6 +50,7 @@ class StepLog:
         self._queue_size = queue_size
         self._on_written = on_written
         self._on_dropped = on_dropped
+        self._on_unwritable = on_unwritable
         self._replica = f"{socket.gethostname()}-{os.getpid()}"
         self._thread = threading.Thread(target=self._run, name="steplog-writer", daemon=True)
         self._file: IO[bytes] | None = None
@@ -108,10 +112,15 @@ class StepLog:
     def _write(self, record: dict[str, Any]) -> None:
         try:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
-            log.exception("step log record could not be serialised; dropped")
+        except TypeError as exc:
+            log.error(
+                "step log: a %s record of session %r could not be written as JSON (%s); dropped",
+                record.get("kind", "step"),
+                record.get("session"),
+                exc,
+            )
             self.dropped += 1
-            self._on_dropped()
+            self._on_unwritable()
             return
         segment = self._segment(len(line))
         segment.write(line)

@@ -19,6 +19,7 @@ from server.http import (
     until_disconnected,
 )
 from server.service import ChatService, StepReply
+from server.validation import check_chat_body, check_routed_step, require_model
 
 MAX_SESSION_ID_CHARS = 512  # OpenAI's limit on a metadata value
 
@@ -27,10 +28,13 @@ async def chat_completions(request: Request) -> Response:
     app = request.app.state
     caller, trace = caller_of(request), trace_of(request)
     body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
-    _check_chat_body(body)
+    check_chat_body(body)
+    service: ChatService = app.service
+    route = service.routes.get(body["model"])
+    if route is not None:
+        check_routed_step(body, raw)
     trace.session = _session_id(request, body) or trace.request_id
     trace.one_step = trace.session == trace.request_id
-    service: ChatService = app.service
     return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
 
 
@@ -38,7 +42,7 @@ async def completions(request: Request) -> Response:
     app = request.app.state
     caller, trace = caller_of(request), trace_of(request)
     body, _ = await read_json_object(request, app.settings.server.max_body_bytes)
-    _require_model(body)
+    require_model(body)
     if "prompt" not in body:
         raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
     service: ChatService = app.service
@@ -66,31 +70,6 @@ def _to_response(reply: StepReply) -> Response:
         return SseResponse(reply.stream)
     assert reply.body is not None
     return json_response(reply.body)
-
-
-def _require_model(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean.", param="stream")
-
-
-def _check_chat_body(body: dict[str, Any]) -> None:
-    _require_model(body)
-    messages = body.get("messages")
-    if messages is None:
-        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(
-                f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
-            )
 
 
 def _session_id(request: Request, body: dict[str, Any]) -> str | None:

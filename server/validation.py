@@ -1,0 +1,75 @@
+"""What the proxy checks in a chat request before it acts on it.
+
+Only what the proxy itself relies on is checked; every other field reaches the upstream
+unchanged. Every refusal is a 400 envelope naming the parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import InvalidRequest
+
+# orjson writes at most 254 levels of arrays and objects. A routed step's body is written
+# again for the upstream, and its messages one level down in the step record.
+MAX_NESTING = 253
+
+
+def require_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+
+
+def check_chat_body(body: dict[str, Any]) -> None:
+    """Every chat request, routed or passed through."""
+    require_model(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(
+                f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
+            )
+
+
+def check_routed_step(body: dict[str, Any], raw: bytes) -> None:
+    """A request to a route, which the proxy decides on, budgets, re-sends and logs."""
+    _check_nesting(body, raw)
+
+
+def _check_nesting(body: dict[str, Any], raw: bytes) -> None:
+    # Nesting needs an opening bracket per level: most bodies are cleared by counting them.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return
+    too_deep = _too_deep(body)
+    if too_deep is not None:
+        raise InvalidRequest(
+            f"'{too_deep}' is nested more than {MAX_NESTING} levels deep.", param=too_deep
+        )
+
+
+def _too_deep(body: dict[str, Any]) -> str | None:
+    """The parameter (named to three levels) holding a value nested deeper than allowed."""
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]  # (value, parameter, its level)
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_NESTING and isinstance(value, (dict, list)):
+            return where
+        named = depth <= 3
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((item, path if named else where, depth + 1))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                stack.append((item, f"{where}[{i}]" if named else where, depth + 1))
+    return None
