@@ -17,7 +17,14 @@ from typing import Any
 
 import orjson
 
-from router.budget import BudgetStore, Reservation, Scope, session_key, tenant_day_key
+from router.budget import (
+    ONE_STEP_TTL_S,
+    BudgetStore,
+    Reservation,
+    Scope,
+    session_key,
+    tenant_day_key,
+)
 from router.decision import BASE, Decision
 from server.deciding import Decider
 from server.errors import (
@@ -185,13 +192,11 @@ class ChatService:
 
     async def _begin_step(self, caller: Caller, route: RoutePlan | None, trace: StepTrace) -> None:
         # The step's request id goes with it, so feedback can name the step (a one-step
-        # session is named after its request id already).
+        # session is not stored at all).
         request_id = None if trace.one_step else trace.request_id
         try:
             start = await self.store.begin_step(
-                session_key(caller.tenant, trace.session),
-                self.settings.storage.session_ttl_s,
-                request_id,
+                session_key(caller.tenant, trace.session), self._session_ttl_s(trace), request_id
             )
         except Exception as exc:  # the store's client raises its own error types
             raise ServiceUnavailable(f"the budget store is unavailable: {exc}") from None
@@ -204,6 +209,11 @@ class ChatService:
                 caller.tenant, route.name if route else "passthrough"
             ).inc()
 
+    def _session_ttl_s(self, trace: StepTrace) -> int:
+        """How long the store keeps the session: a one-step session (a request without a
+        session id) is never stored, so such requests leave nothing behind."""
+        return ONE_STEP_TTL_S if trace.one_step else self.settings.storage.session_ttl_s
+
     async def _reserve(
         self, route: RoutePlan, caller: Caller, decision: Decision, trace: StepTrace
     ) -> tuple[Target, Reservation | None, Decision]:
@@ -213,7 +223,7 @@ class ChatService:
             Scope(
                 session_key(caller.tenant, trace.session),
                 tenant.interventions_per_session,
-                self.settings.storage.session_ttl_s,
+                self._session_ttl_s(trace),
             )
         ]
         if tenant.interventions_per_day is not None:

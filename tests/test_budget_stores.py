@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from router.budget import BudgetStore, BudgetStoreInUse, Scope, open_store
+from router.budget import (
+    ONE_STEP_TTL_S,
+    BudgetStore,
+    BudgetStoreInUse,
+    Scope,
+    StepStart,
+    open_store,
+)
 from tests.servers import RedisServer
 
 StoreFactory = Callable[[], BudgetStore]
@@ -423,3 +430,38 @@ async def test_sqlite_reservation_cancelled_while_written_is_undone(tmp_path: Pa
     assert await store.used("acme/s/ep-1") == 0
     await store.close()
     assert _used_in_file(tmp_path / "budget.db", "acme/s/ep-1") == 0
+
+
+async def kept_keys(store: BudgetStore) -> set[str]:
+    """The keys a store holds, in the store's own names."""
+    from router.budget.memory import MemoryBudgetStore
+    from router.budget.redis_store import RedisBudgetStore
+
+    if isinstance(store, MemoryBudgetStore):  # the SQLite store's memory too
+        return set(store._keys)
+    assert isinstance(store, RedisBudgetStore)
+    names = [name.decode() async for name in store._redis.scan_iter("escalator:*")]
+    return {name.replace("escalator:{acme}:", "acme/") for name in names}
+
+
+async def test_a_one_step_session_is_never_stored(make_store: StoreFactory) -> None:
+    """A request without a session id is a session of one step: its count would expire as
+    it is written (`ONE_STEP_TTL_S`), so no store keeps it; only the tenant's day counts."""
+    store = make_store()
+    key, day = "acme/s/req_one", Scope("acme/day/d", 2, 7200)
+    one_step = Scope(key, 2, ONE_STEP_TTL_S)
+    assert await store.begin_step(key, ONE_STEP_TTL_S) == StepStart(0, 0)
+    assert await store.begin_step(key, ONE_STEP_TTL_S) == StepStart(0, 0)
+    assert await store.reserve([one_step, day], 3) is None  # more than the session's C
+    first = await store.reserve([one_step, day], 1)
+    second = await store.reserve([one_step, day], 1)
+    assert first is not None and second is not None
+    assert await kept_keys(store) == {"acme/day/d"}
+    assert await store.reserve([one_step, day], 1) is None  # the tenant's day is spent
+    assert await store.session(key) is None and await store.used(key) == 0
+    await store.refund(second)
+    assert await store.used("acme/day/d") == 1
+    alone = await store.reserve([one_step], 2)  # no tenant window: nothing counts at all
+    assert alone is not None
+    await store.refund(alone)
+    assert await kept_keys(store) == {"acme/day/d"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.budget.base import (
+    ONE_STEP_TTL_S,
     BudgetStore,
     BudgetStoreInUse,
     Reservation,
@@ -44,6 +45,7 @@ def open_store(kind: str, *, sqlite_path: Path | None = None, redis_url: str = "
 
 
 __all__ = [
+    "ONE_STEP_TTL_S",
     "STORE_KINDS",
     "BudgetStore",
     "BudgetStoreInUse",

@@ -9,6 +9,12 @@ at once or from none.
 A session also keeps two small maps that live and expire with it: its steps' request ids
 (both ways, so step feedback can name a step by either), and the idempotency keys of the
 feedback it has taken.
+
+A key written with a lifetime (`ttl_s`) of `ONE_STEP_TTL_S`, 0, would expire as it is
+written, so no store keeps it: that is a session sent without a session id (a one-step
+session). Its `begin_step` is step 0 with nothing used, and a scope of it bounds the cost
+of its one step alone; only the tenant's window (a scope with a lifetime) keeps a count.
+Thousands of such requests a second leave nothing behind.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+ONE_STEP_TTL_S = 0
 
 
 class BudgetStoreInUse(RuntimeError):
@@ -29,6 +37,19 @@ class Scope:
     key: str
     limit: int
     ttl_s: int
+
+    @property
+    def kept(self) -> bool:
+        """Whether the store keeps this scope's count (not a one-step session's)."""
+        return self.ttl_s > ONE_STEP_TTL_S
+
+
+def kept_scopes(scopes: Sequence[Scope], cost: int) -> list[Scope] | None:
+    """The scopes whose counts a store keeps, or None if `cost` alone exceeds the limit of
+    a scope it does not keep (one step may never cost more than its session's C)."""
+    if any(not s.kept and cost > s.limit for s in scopes):
+        return None
+    return [s for s in scopes if s.kept]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +80,13 @@ class BudgetStore(Protocol):
         self, session_key: str, ttl_s: int, request_id: str | None = None
     ) -> StepStart:
         """Count a new step in the session; return its index and the budget used so far.
-        A `request_id` is remembered with the session as the step's id."""
+        A `request_id` is remembered with the session as the step's id. With a `ttl_s` of
+        `ONE_STEP_TTL_S` nothing is stored: step 0, nothing used."""
         ...
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
-        """Atomically take `cost` from every scope, or return None if any would exceed its limit."""
+        """Atomically take `cost` from every scope, or return None if any would exceed its
+        limit. The reservation names the scopes that are kept (see `kept_scopes`)."""
         ...
 
     async def refund(self, reservation: Reservation) -> None:

@@ -6,7 +6,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.budget.base import Reservation, Scope, SessionInfo, StepStart
+from router.budget.base import (
+    ONE_STEP_TTL_S,
+    Reservation,
+    Scope,
+    SessionInfo,
+    StepStart,
+    kept_scopes,
+)
 
 _SWEEP_EVERY = 10_000
 
@@ -80,6 +87,8 @@ class MemoryBudgetStore:
     async def begin_step(
         self, session_key: str, ttl_s: int, request_id: str | None = None
     ) -> StepStart:
+        if ttl_s <= ONE_STEP_TTL_S:  # a one-step session: nothing to keep
+            return StepStart(0, 0)
         counters = self._touch(session_key, ttl_s, time.time())
         step = counters.steps
         counters.steps += 1
@@ -93,7 +102,10 @@ class MemoryBudgetStore:
         return StepStart(step, counters.used)
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
-        now = time.time()
+        kept = kept_scopes(scopes, cost)
+        if kept is None:
+            return None
+        scopes, now = kept, time.time()
         for scope in scopes:
             counters = self._get(scope.key, now)
             if (counters.used if counters else 0) + cost > scope.limit:

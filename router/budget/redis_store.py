@@ -17,7 +17,14 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from router.budget.base import Reservation, Scope, SessionInfo, StepStart
+from router.budget.base import (
+    ONE_STEP_TTL_S,
+    Reservation,
+    Scope,
+    SessionInfo,
+    StepStart,
+    kept_scopes,
+)
 
 # A session's entries: fields of its hash named by these prefixes.
 STEP_OF_REQUEST = "r:"  # + request id → the step's index
@@ -98,11 +105,19 @@ class RedisBudgetStore:
     async def begin_step(
         self, session_key: str, ttl_s: int, request_id: str | None = None
     ) -> StepStart:
+        if ttl_s <= ONE_STEP_TTL_S:  # a one-step session: nothing to keep
+            return StepStart(0, 0)
         args: list[Any] = [ttl_s] if request_id is None else [ttl_s, request_id]
         step, used = await self._begin_step(keys=[self._key(session_key)], args=args)
         return StepStart(int(step), int(used))
 
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
+        kept = kept_scopes(scopes, cost)
+        if kept is None:
+            return None
+        if not kept:  # nothing to count: a one-step session without a tenant window
+            return Reservation((), cost)
+        scopes = kept
         args: list[Any] = [cost]
         for scope in scopes:
             args += [scope.limit, scope.ttl_s]
@@ -110,6 +125,8 @@ class RedisBudgetStore:
         return Reservation(tuple(s.key for s in scopes), cost) if granted == 1 else None
 
     async def refund(self, reservation: Reservation) -> None:
+        if not reservation.keys:
+            return
         await self._refund(keys=[self._key(k) for k in reservation.keys], args=[reservation.cost])
 
     async def used(self, key: str) -> int:

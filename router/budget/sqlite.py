@@ -261,8 +261,8 @@ class SqliteBudgetStore(MemoryBudgetStore):
     async def reserve(self, scopes: Sequence[Scope], cost: int) -> Reservation | None:
         """Take `cost` from every scope, returning once the reservation is in the file."""
         reservation = await super().reserve(scopes, cost)
-        if reservation is None:
-            return None
+        if reservation is None or not reservation.keys:  # refused, or nothing kept to write
+            return reservation
         written = asyncio.get_running_loop().create_future()
         self._waiting.append(written)
         if self._written_out():  # no write on its way: start one now
