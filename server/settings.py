@@ -201,6 +201,8 @@ class RouteSettings(_Section):
     # the helper also sees that draft (text, tool calls, token logprobs), as cascades do.
     decide: Literal["before", "after_draft"] = "before"
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+    # The most choices (`n`) a step may ask for: an escalated step buys them all for its cost.
+    max_n: Annotated[int, Field(ge=1, le=128)] = 8
 
     @field_validator("interventions")
     @classmethod

@@ -13,6 +13,7 @@ from server.errors import InvalidRequest
 # orjson writes at most 254 levels of arrays and objects. A routed step's body is written
 # again for the upstream, and its messages one level down in the step record.
 MAX_NESTING = 253
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def require_model(body: dict[str, Any]) -> None:
@@ -41,9 +42,28 @@ def check_chat_body(body: dict[str, Any]) -> None:
             )
 
 
-def check_routed_step(body: dict[str, Any], raw: bytes) -> None:
-    """A request to a route, which the proxy decides on, budgets, re-sends and logs."""
+def check_routed_step(body: dict[str, Any], raw: bytes, *, max_n: int) -> None:
+    """A request to a route, which the proxy decides on, budgets, re-sends and logs: its
+    transcript is read by the helper, and one budget unit buys its `n` choices."""
+    for i, message in enumerate(body["messages"]):
+        if message["role"] not in ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}, "
+                f"not {message['role']!r}.",
+                param=f"messages[{i}].role",
+            )
+    n = body.get("n")
+    if n is not None and not (_is_integer(n) and 1 <= n <= max_n):
+        raise InvalidRequest(f"'n' must be an integer from 1 to {max_n} on this route.", param="n")
+    for param in ("max_tokens", "max_completion_tokens"):
+        value = body.get(param)
+        if value is not None and not (_is_integer(value) and value >= 1):
+            raise InvalidRequest(f"'{param}' must be an integer of at least 1.", param=param)
     _check_nesting(body, raw)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_nesting(body: dict[str, Any], raw: bytes) -> None:

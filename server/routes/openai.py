@@ -30,9 +30,9 @@ async def chat_completions(request: Request) -> Response:
     body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
     check_chat_body(body)
     service: ChatService = app.service
-    route = service.routes.get(body["model"])
+    route = app.settings.routes.get(body["model"])
     if route is not None:
-        check_routed_step(body, raw)
+        check_routed_step(body, raw, max_n=route.max_n)
     trace.session = _session_id(request, body) or trace.request_id
     trace.one_step = trace.session == trace.request_id
     return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
