@@ -120,6 +120,13 @@ def proxy(
                 {"kind": "strong", "upstream": "strong", "model": f"pause-after-{sent}", "cost": 1}
             ],
         }
+    config["routes"]["breaks-off"] = {
+        "base": {"upstream": "weak", "model": "weak-model"},
+        "policy": {"kind": "always"},
+        "interventions": [
+            {"kind": "strong", "upstream": "weak", "model": "die-mid-stream-strong", "cost": 1}
+        ],
+    }
     running = RunningProxy(config).start()
     yield running
     running.stop()
@@ -184,3 +191,21 @@ def test_a_client_that_hangs_up_pays_for_what_reached_it(
         assert response.status_code == 200
         assert response.headers["x-escalator-action"] == "base"
         assert response.text.endswith("data: [DONE]\n\n")
+
+
+def test_an_answer_the_upstream_broke_off_is_charged_for_what_was_delivered(
+    proxy: RunningProxy,
+) -> None:
+    """The same rule when the upstream, not the client, ends the stream early: the text
+    that reached the client is paid for (a refund here would let a client provoke the
+    upstream's timeout and keep most of a long strong answer for free)."""
+    with httpx.Client(base_url=proxy.url, headers=AUTH, timeout=30) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            headers={"x-session-id": "ep-1"},
+            json={"model": "breaks-off", "messages": user(), "stream": True},
+        )
+    events = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
+    assert orjson.loads(events[1])["choices"][0]["delta"]["content"]
+    assert "error" in orjson.loads(events[-1])
+    wait_until(lambda: interventions_used(proxy, "ep-1") == 1)

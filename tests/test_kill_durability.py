@@ -49,6 +49,7 @@ class Proxy:
             raise
 
     def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as a crash or an OOM kill."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
@@ -130,7 +131,11 @@ def test_sigkill_in_a_loop_never_gives_a_session_more_than_c_escalations(
     sessions: list[str] = []
     for round_ in range(KILLS):
         proxy = Proxy(config_path)
-        sessions += asyncio.run(escalate_until_killed(proxy, round_, 40 + 15 * round_, seen))
+        try:
+            sessions += asyncio.run(escalate_until_killed(proxy, round_, 40 + 15 * round_, seen))
+        finally:
+            if proxy.process.poll() is None:  # a worker failed before the kill
+                proxy.kill()
         assert proxy.process.returncode == -signal.SIGKILL
 
     proxy = Proxy(config_path)
