@@ -15,11 +15,15 @@ plain-text 503. So, with the `[server]` settings:
   answer. As `max_requests_in_flight < max_connections`, some open connection is always
   free to be evicted for a health check.
 - A request body must arrive within `body_timeout_s` (`read_json_object` in server/http.py).
+
+The same protocol answers a request line or header it cannot parse with a 400 envelope,
+where uvicorn answers in plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import resource
 from typing import Any
@@ -27,7 +31,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from server.errors import ServiceUnavailable
+from server.errors import EscalatorError, InvalidRequest, ServiceUnavailable
 from server.http import error_response
 from server.metrics import Metrics
 from server.settings import ServerSettings, Settings
@@ -36,6 +40,7 @@ log = logging.getLogger("escalator.limits")
 
 OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_S = "1"
+_MALFORMED = "The request line or a header could not be parsed as HTTP/1.1."
 _FILES_BESIDE_CONNECTIONS = 256  # log segments, the SQLite file, listening sockets, ...
 
 
@@ -77,8 +82,7 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
     """uvicorn's HTTP protocol with a header timeout and a connection limit (see above)."""
     open_connections: set[GuardedConnection] = set()
     metrics.open_connections.set_function(lambda: len(open_connections))
-    refusal = overloaded(f"{limits.max_connections} connections")
-    refused_response = _raw_response(refusal.status, refusal.headers, refusal.body())
+    refused_response = _raw_response(overloaded(f"{limits.max_connections} connections"))
 
     class GuardedConnection(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -102,6 +106,10 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
             self._cancel_deadline()
             open_connections.discard(self)
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            self.transport.write(_raw_response(InvalidRequest(f"{msg} {_MALFORMED}")))
+            self.transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -143,13 +151,15 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
     return GuardedConnection
 
 
-def _raw_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
+def _raw_response(error: EscalatorError) -> bytes:
+    """An error envelope written straight to a connection, which is then closed."""
+    body = error.body()
     lines = [
-        f"HTTP/1.1 {status} Service Unavailable",
+        f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         "connection: close",
-        *(f"{name}: {value}" for name, value in headers.items()),
+        *(f"{name}: {value}" for name, value in error.headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

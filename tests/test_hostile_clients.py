@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import tomli_w
 
@@ -223,3 +224,22 @@ def test_the_limits_must_leave_room_for_health_checks(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert b"max_requests_in_flight (10) must be below max_connections (10)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"GET /healthz HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n"],
+)
+def test_a_malformed_request_gets_a_400_envelope(
+    serve: Callable[..., str], request_head: bytes
+) -> None:
+    url = serve()
+    with connect(url) as sock:
+        sock.sendall(request_head)
+        answer = read_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"content-type: application/json" in head
+    error = orjson.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "could not be parsed" in error["message"]
