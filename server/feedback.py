@@ -13,7 +13,6 @@ from typing import Any
 
 from router.budget import BudgetStore, SessionInfo, session_key
 from server.errors import Conflict, NotFound
-from server.http import REQUEST_ID_PREFIX
 from server.metrics import Metrics
 from server.sessions import ensure_room, find_session, from_store, submit_or_refuse
 from server.steplog import StepLog
@@ -44,7 +43,7 @@ class FeedbackService:
         key = session_key(caller.tenant, session)
         request_id: str | None
         if isinstance(step_ref, str):
-            step, request_id = await self._step_of(key, session, info, step_ref), step_ref
+            step, request_id = await self._step_of(key, session, step_ref), step_ref
         else:
             step, request_id = step_ref, await self._request_of(key, session, info, step_ref)
         answer = {"session": session, "step": step, "request_id": request_id, "reward": reward}
@@ -70,10 +69,8 @@ class FeedbackService:
         self.metrics.feedback.labels(caller.tenant).inc()
         return {**answer, "recorded": True, "duplicate": False}
 
-    async def _step_of(self, key: str, session: str, info: SessionInfo, request_id: str) -> int:
+    async def _step_of(self, key: str, session: str, request_id: str) -> int:
         step = await from_store(self.store.step_of(key, request_id))
-        if step is None and request_id == session and _one_step(session, info):
-            step = 0
         if step is None:
             raise NotFound(
                 f"Session '{session}' has no step answered as request '{request_id}'.",
@@ -90,13 +87,4 @@ class FeedbackService:
                 param="step",
                 code="step_not_found",
             )
-        request_id = await from_store(self.store.request_of(key, step))
-        if request_id is None and _one_step(session, info):
-            request_id = session
-        return request_id
-
-
-def _one_step(session: str, info: SessionInfo) -> bool:
-    """Whether this is a request sent without a session id: a session of one step, named
-    after its request id, whose request id no store keeps (ChatService._begin_step)."""
-    return info.steps == 1 and session.startswith(REQUEST_ID_PREFIX)
+        return await from_store(self.store.request_of(key, step))

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from router.budget import BudgetStore, SessionInfo, session_key
 from server.errors import Conflict, NotFound, ServiceUnavailable
+from server.http import REQUEST_ID_PREFIX
 from server.metrics import Metrics
 from server.steplog import StepLog
 from server.tenancy import Caller
@@ -86,5 +87,11 @@ async def find_session(store: BudgetStore, caller: Caller, session: str) -> Sess
     # Keys are per tenant: another tenant's session is indistinguishable from none.
     info = await from_store(store.session(session_key(caller.tenant, session)))
     if info is None:
-        raise NotFound(f"No session '{session}' for this API key.", code="session_not_found")
+        hint = (
+            " A request sent without a session id keeps no session: send `x-session-id` with "
+            "each step to report outcomes and feedback."
+            if session.startswith(REQUEST_ID_PREFIX)
+            else ""
+        )
+        raise NotFound(f"No session '{session}' for this API key.{hint}", code="session_not_found")
     return info

@@ -137,16 +137,15 @@ def test_rewards_for_one_step_add_up_as_records(proxy: RunningProxy, client: htt
     assert {(r["step"], r["request_id"]) for r in logged} == {(0, request_id)}
 
 
-def test_a_one_step_request_takes_feedback_by_its_request_id(
+def test_a_request_without_session_id_keeps_no_session_to_report_on(
     proxy: RunningProxy, client: httpx.Client
 ) -> None:
-    """Without a session id a request is a session of one step named after its request id."""
+    """Without a session id a request is one step the store keeps nothing of (issue 12,
+    item 7): feedback for it is a 404 that says how to get a session."""
     (request_id,) = steps(client, 1, session=None)
-    by_id = feedback(client, request_id, request_id=request_id, reward=1)
-    by_step = feedback(client, request_id, step=0, reward=2)
-    assert by_id.status_code == by_step.status_code == 200
-    assert by_id.json()["step"] == 0 and by_step.json()["request_id"] == request_id
-    assert_error(feedback(client, request_id, request_id="req_other", reward=1), 404, *_NO_ID)
+    response = feedback(client, request_id, request_id=request_id, reward=1)
+    assert_error(response, 404, *_NO_SESSION)
+    assert "x-session-id" in response.json()["error"]["message"]
 
 
 def test_a_streamed_step_takes_feedback(proxy: RunningProxy, client: httpx.Client) -> None:
