@@ -224,3 +224,124 @@ def test_a_grid_agent_that_adopts_a_look_alike_walks_there_in_ordinary_moves() -
         assert not any(f in text for f in FAILURES for text in later)
         return
     pytest.fail("no episode met a look-alike")
+
+
+def reasoning_world_or_skip(**config: float) -> Any:
+    from training.worlds.reasoning import ReasoningConfig, ReasoningWorld
+
+    try:
+        return ReasoningWorld(ReasoningConfig(**config))
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+STEP = re.compile(r"Step \d+: (?:an? [a-z ]+ has \d+ legs, so |[0-9a-z] is \d+, so )?.+ = .+\.")
+
+
+def test_the_reasoning_agent_writes_one_step_per_reply_and_a_checker_answers() -> None:
+    world = reasoning_world_or_skip()
+    for index in range(30):
+        rollout = play(world, exploring_never(0.3), index, 1, 4, log=True)
+        steps = [r for r in rollout.records if r["kind"] == "step"]
+        answer = {"role": "assistant", **steps[-1]["response"]}
+        assert answer.pop("tool_calls") is None
+        messages = [*steps[-1]["state"]["messages"], answer]
+        assert [m["role"] for m in messages[:2]] == ["system", "user"]
+        for m in messages[2:]:
+            assert "tool_calls" not in m and m["role"] in ("user", "assistant")
+            if m["role"] == "assistant":
+                assert STEP.fullmatch(m["content"]) or re.fullmatch(
+                    r"Final answer: \S+", m["content"]
+                )
+            else:
+                assert re.match(r"(Checked: |Check failed: ).+\n[A-Z]", m["content"])
+            assert not re.search(r"hard|difficult|silent|misread|premise", m["content"], re.I)
+
+
+def test_reasoning_hard_steps_of_all_three_kinds_and_never_below_always() -> None:
+    world = reasoning_world_or_skip()
+    kinds = {"visible": 0, "trajectory": 0, "silent": 0}
+    for index in range(150):
+        episode = world.new_episode(index, 3)
+        while not episode.done:
+            move = episode.procedure.move(episode.state)
+            if episode.hard:
+                assert move is not None
+                kinds["visible"] += move.large
+                kinds["trajectory"] += episode.flagged
+                kinds["silent"] += move.misread is not None
+                if episode.flagged:  # the newest observation says so
+                    assert episode.messages[-1]["content"].startswith("Check failed:")
+            world.act(episode, escalated=False)
+    assert min(kinds.values()) >= 10
+    assert 0.7 < sum(kinds.values()) / 150 < 2.5
+    always = policy_behaviour(build_policy({"kind": "always"}, PolicyContext("agent", "strong")))
+    never = policy_behaviour(build_policy({"kind": "never"}, PolicyContext("agent", "strong")))
+    weak, strong = evaluate(world, never, 200, 8, 4), evaluate(world, always, 200, 8, 100)
+    assert 0.5 < weak["success"] < 0.8 and strong["success"] > 0.9
+
+
+def test_a_sums_hardness_is_read_off_the_two_numbers_the_checker_shows() -> None:
+    # Three-digit terms alone make no hard step, nor does the running value alone: the
+    # carries between the two shown numbers do.
+    from training.worlds.puzzles import ChainSum
+
+    world = reasoning_world_or_skip()
+    seen: dict[tuple[int, str, int], bool] = {}
+    for index in range(300):
+        episode = world.new_episode(index, 4)
+        while isinstance(episode.procedure, ChainSum) and not episode.done:
+            move = episode.procedure.move(episode.state)
+            quiet = not episode.flagged and not episode.doomed and move and not move.misread
+            if quiet and episode.step > 0:
+                value, ((sign, term), *_) = episode.state
+                newest = episode.messages[-1]["content"]
+                assert f"Running value: {value}. Still to apply: {sign} {term}" in newest
+                assert seen.setdefault((value, sign, term), episode.hard) == episode.hard
+            world.act(episode, escalated=False)
+    large = [hard for (value, _, term), hard in seen.items() if abs(value) >= 100 <= term]
+    assert sum(large) > 10 and len(large) - sum(large) > 10
+
+    # 657 + 478 carries three times, 600 + 300 never, though both are three-digit sums.
+    carrying, plain = ChainSum().move((657, (("+", 478),))), ChainSum().move((600, (("+", 300),)))
+    assert carrying is not None and carrying.large and plain is not None and not plain.large
+
+
+def _play_to_misread(world: Any, index: int) -> Any:
+    """Play an episode rightly up to its first step with a tempting wrong premise."""
+    episode = world.new_episode(index, 0)
+    while not episode.done:
+        move = episode.procedure.move(episode.state)
+        if move is not None and move.misread is not None and not move.large:
+            return episode
+        world.act(episode, escalated=True)
+    return None
+
+
+def test_a_misread_premise_passes_the_check_and_fails_only_the_final_answer() -> None:
+    # Routine steps always right; at hard steps the base model always errs, the strong
+    # model never does.
+    world = reasoning_world_or_skip(
+        weak_hard=0.0, strong_hard=1.0, weak_routine=1.0, strong_routine=1.0
+    )
+    tasks = set()
+    for index in range(60):
+        if _play_to_misread(world, index) is None:
+            continue
+        endings = {}
+        for escalated in (True, False):
+            episode = _play_to_misread(world, index)
+            seen = len(episode.messages)
+            reward = world.act(episode, escalated)
+            checked = episode.messages[seen + 1]["content"]
+            assert checked.startswith("Checked: ") and "fail" not in checked
+            while not episode.done:
+                world.act(episode, escalated=True)
+            later = [m["content"] for m in episode.messages[seen:]]
+            assert not any(text.startswith("Check failed") for text in later)
+            endings[escalated] = (reward, world.succeeded(episode), later[-1])
+        assert endings[True][0] > 0 and endings[False][0] == 0.0  # only the reward tells
+        assert endings[True][1] and not endings[False][1]  # the dataset's score says so
+        assert endings[False][2].startswith("Final answer: ")
+        tasks.add(type(episode.procedure).__name__)
+    assert tasks == {"ChainSum", "LegCount", "BaseConversion"}

@@ -4,6 +4,8 @@ proxy's own record format (base.py). By name:
 - `textgame`: a text adventure played by a ReAct text agent; observations are user
   messages; visible, trajectory and silent hard steps (textgame.py).
 - `gridtext`: BabyAI's GoTo (MiniGrid) told in text; needs the `worlds` extra (gridtext.py).
+- `reasoning`: a multi-step reasoning agent on reasoning-gym's puzzles, one checked step
+  per reply; needs the `worlds` extra (reasoning.py).
 - `dataagent`: the tool-calling data agent of training/simworld.py (dataagent.py).
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from training.worlds.base import World
 
-NAMES = ("textgame", "gridtext", "dataagent")
+NAMES = ("textgame", "gridtext", "reasoning", "dataagent")
 
 
 def make_world(name: str) -> World[Any]:
@@ -26,6 +28,10 @@ def make_world(name: str) -> World[Any]:
         from training.worlds.gridtext import GridTextWorld
 
         return GridTextWorld()
+    if name == "reasoning":
+        from training.worlds.reasoning import ReasoningWorld
+
+        return ReasoningWorld()
     if name == "dataagent":
         from training.worlds.dataagent import DataAgentWorld
 
