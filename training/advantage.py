@@ -35,8 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from router.state import FEATURE_NAMES
 from training.dataset import Dataset
 from training.linear import LinearModel, fit_ridge
+
+_FAILED = FEATURE_NAMES.index("obs_failed")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndar
     environment rewards every step, the least noisy signal of what the action did; where it
     rewards only subgoals, a weak one)."""
     z = data.success[data.session]
-    out = {"outcome": z}
+    out = {"outcome": z, "next observation": next_observation(data)}
     if value is not None and len(value) == data.n_steps:
         following = np.append(value[1:], 0.0)
         last = data.is_last
@@ -113,6 +116,17 @@ def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndar
     out["return"] = z + scale * to_go
     out["step reward"] = data.reward.astype(np.float64)
     return out
+
+
+def next_observation(data: Dataset) -> np.ndarray:
+    """1 where the observation that answered the step's action is not a failure (an error,
+    a refusal, "nothing happens": the proxy's own detector, `obs_failed` of the next step),
+    and on a session's last step its outcome. The least noisy signal of what an action did
+    that every log carries: where a weak model's mistakes show at once, intervening changes
+    it by tens of points while the outcome moves by a few (the steps after still fail)."""
+    z = data.success[data.session]
+    failed_next = np.append(data.features[1:, _FAILED], 0.0).astype(np.float64)
+    return np.where(data.is_last, z, 1.0 - failed_next)
 
 
 def estimate_effects(
