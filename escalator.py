@@ -25,22 +25,26 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser(
         "train", help="train a helper from step logs (needs the `train` extra)"
     )
-    try:
-        from training.cli import add_arguments
-    except ImportError as exc:  # the proxy installs without the training extra
-        train.set_defaults(missing=exc)
-    else:
-        add_arguments(train)
-
     demo = commands.add_parser(
         "demo", help="the learning loop end to end on the embedded default (or --world sim)"
     )
-    try:
-        from training.demo.cli import add_arguments as add_demo_arguments
-    except ImportError as exc:
-        demo.set_defaults(missing=exc)
-    else:
-        add_demo_arguments(demo)
+    # Only the command being run builds its options: `serve` never imports training code
+    # (nor numpy, rich or httpx), and `train` never imports the demo.
+    command = _command(sys.argv[1:] if argv is None else argv)
+    if command == "train":
+        try:
+            from training.cli import add_arguments
+        except ImportError as exc:  # the proxy installs without the training extra
+            train.set_defaults(missing=exc)
+        else:
+            add_arguments(train)
+    elif command == "demo":
+        try:
+            from training.demo.cli import add_arguments as add_demo_arguments
+        except ImportError as exc:
+            demo.set_defaults(missing=exc)
+        else:
+            add_demo_arguments(demo)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -64,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The `escalator` dispatcher: each subcommand loads only its own package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The proxy's process, from `escalator serve` up to its app: the dispatcher, the server's
+# command and app modules and the decision package, with the server's start replaced by a
+# no-op so nothing binds a port.
+SERVE_IMPORT_PATH = """
+import sys
+import escalator
+import server.cli
+
+server.cli.serve = lambda *args, **kwargs: 0
+assert escalator.main(["serve", "--port", "0"]) == 0
+import server.app, router.policies  # what serve() itself loads before it listens
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))
+print(",".join(loaded))
+"""
+
+
+def test_serve_loads_no_training_code() -> None:
+    heavy = ["training", "numpy", "rich", "httpx", "sklearn", "torch"]
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_IMPORT_PATH, *heavy],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_train_still_shows_its_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "escalator.py", "train", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--logs" in result.stdout and "--install" in result.stdout
