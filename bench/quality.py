@@ -4,9 +4,9 @@
     python bench/quality.py --quick              # one run, 100 fresh episodes per policy
     python bench/quality.py --world textgame --mode steps --runs 5 --json out.json
 
-Per world (training/worlds/: textgame, gridtext, dataagent) and mode (`outcome`: only the
-session outcomes are reported; `steps`: the environment's step rewards too, as feedback
-records), each run does, in-process (with `--through-proxy`, stages 1-3 and the helper's
+Per world (training/worlds/: textgame, gridtext, dataagent, reasoning) and mode (`outcome`:
+only the session outcomes are reported; `steps`: the environment's step rewards too, as
+feedback records), each run does, in-process (with `--through-proxy`, stages 1-3 and the helper's
 episodes go through a real `escalator serve` instead: see below):
 
 1. Collect: `--collect` episodes (240) as a tenant with exploration ε (0.3) on the `never`
