@@ -63,6 +63,9 @@ def check_routed_step(body: dict[str, Any], raw: bytes, *, max_n: int) -> None:
 
 
 def _is_integer(value: Any) -> bool:
+    """An integer as JSON Schema means it: 49 and 49.0 alike, `true` not."""
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
 
 

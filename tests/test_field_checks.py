@@ -43,6 +43,13 @@ def test_n_outside_the_route_limit_is_refused(client: httpx.Client, n: Any) -> N
     refused(client, "n", n=n)
 
 
+@pytest.mark.parametrize("field", [{"n": 2.0}, {"max_tokens": 16.0}])
+def test_an_integral_number_is_an_integer(client: httpx.Client, field: dict[str, Any]) -> None:
+    """As JSON Schema (and OpenAI's specification) count integers: 2.0 is one."""
+    body = {"model": "agent", "messages": user(), **field}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
 @pytest.mark.parametrize("param", ["max_tokens", "max_completion_tokens"])
 @pytest.mark.parametrize("value", [-5, 0, "10", 2.5, False])
 def test_max_tokens_must_be_a_positive_integer(

@@ -18,6 +18,9 @@ Operations checked: POST /chat/completions, POST /completions, GET /models. Filt
   models in tests/test_openai_sdk.py. `POST /completions` streams too, as OpenAI's does,
   though the spec lists only JSON for it: `text/event-stream` is added there.
 - Every answer passes through the proxy from the fake upstream, which answers as OpenAI does.
+- `max_tokens` and `max_completion_tokens` below 1: the spec sets no minimum, yet OpenAI
+  refuses them with a 400, and so does Escalator on a route (it budgets by them). The
+  routes' `max_n` (an operator's guard, 8 by default) is raised to the spec's maximum, 128.
 """
 
 from __future__ import annotations
@@ -90,17 +93,18 @@ def conformance_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     upstream.log.keep_requests = False
     upstream.start()
     data = tmp_path_factory.mktemp("conformance")
-    proxy = RunningProxy(
-        proxy_config(
-            upstream.base_url,
-            data,
-            server={"max_body_bytes": 8 * 1024 * 1024},
-            upstreams={
-                "weak": {"base_url": upstream.base_url, "timeout_s": 10, "models": ["echo"]},
-                "strong": {"base_url": upstream.base_url, "timeout_s": 10},
-            },
-        )
-    ).start()
+    config = proxy_config(
+        upstream.base_url,
+        data,
+        server={"max_body_bytes": 8 * 1024 * 1024},
+        upstreams={
+            "weak": {"base_url": upstream.base_url, "timeout_s": 10, "models": ["echo"]},
+            "strong": {"base_url": upstream.base_url, "timeout_s": 10},
+        },
+    )
+    for route in config["routes"].values():
+        route["max_n"] = 128
+    proxy = RunningProxy(config).start()
     yield proxy
     proxy.stop()
     upstream.stop()
@@ -124,6 +128,8 @@ def test_the_proxy_conforms_to_the_openai_spec(
     if case.path in MODEL_FOR:
         assume(isinstance(case.body, dict))
         case.body["model"] = MODEL_FOR[case.path]
+        for limit in ("max_tokens", "max_completion_tokens"):
+            assume(not isinstance(case.body.get(limit), int) or case.body[limit] >= 1)
     headers: dict[str, Any] = {"Authorization": f"Bearer {KEYS['acme']}"}
     case.call_and_validate(base_url=f"{conformance_proxy.url}/v1", headers=headers)
 
