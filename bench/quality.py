@@ -88,6 +88,7 @@ class QualityConfig:
     bisect_steps: int = 8  # bisection steps matching a baseline's usage to the helper's
     through_proxy: bool = False  # stages 1-3 and the helper's episodes through `escalator serve`
     concurrency: int = 12  # sessions in flight at once through the proxy
+    embedding: str = "hashed"  # the trainer's state embedding: hashed | minilm | none
 
 
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -165,7 +166,12 @@ def serve_in_process(
     collected = time.perf_counter()
     result = train(
         TrainConfig(
-            logs=str(logs), out=str(out), budgets=(config.usage,), cap=config.cap, seed=seed
+            logs=str(logs),
+            out=str(out),
+            budgets=(config.usage,),
+            cap=config.cap,
+            seed=seed,
+            embedding=config.embedding,
         )
     )
     trained = time.perf_counter()
@@ -354,6 +360,12 @@ def parse(argv: list[str] | None = None) -> tuple[QualityConfig, str | None]:
         default=default.concurrency,
         help="sessions in flight at once through the proxy",
     )
+    parser.add_argument(
+        "--embedding",
+        choices=["hashed", "minilm", "none"],
+        default=default.embedding,
+        help="the trainer's state embedding (minilm needs the `embed` extra)",
+    )
     args = parser.parse_args(argv)
     config = QualityConfig(
         worlds=tuple(args.world or NAMES),
@@ -368,6 +380,7 @@ def parse(argv: list[str] | None = None) -> tuple[QualityConfig, str | None]:
         bisect_steps=6 if args.quick else default.bisect_steps,
         through_proxy=args.through_proxy,
         concurrency=args.concurrency,
+        embedding=args.embedding,
     )
     return config, args.json
 

@@ -89,7 +89,7 @@ def helper_through_proxy(
         driver.stop()
         collected = driver.decisions(f"{world.name}-collect-")
         clock.lap("collect")
-        trained = train_with_cli(driver, tmp / "out", config.usage, seed)
+        trained = train_with_cli(driver, tmp / "out", config.usage, seed, config.embedding)
         clock.lap("train")
         proxy = driver.serve({"kind": trained.kind, "artifact": str(driver.installed)}, 0.0)
         loaded = driver.reload()
@@ -122,12 +122,15 @@ def helper_through_proxy(
     )
 
 
-def train_with_cli(driver: ProxyDriver, out: Path, usage: float, seed: int) -> Trained:
+def train_with_cli(
+    driver: ProxyDriver, out: Path, usage: float, seed: int, embedding: str
+) -> Trained:
     """`escalator train ... --install`, again with `--force` when the gate refuses."""
     command = [
         *(sys.executable, "-m", "escalator", "train", "--logs", str(driver.logs)),
         *("--out", str(out), "--budget", f"{usage:g}", "--cap", str(driver.cap)),
         *("--seed", str(seed), "--install", str(driver.installed)),
+        *("--embedding", embedding),
     ]
     done = _run(command)
     accepted, verdict = done.returncode == 0, _verdict(done.stdout)
