@@ -199,7 +199,9 @@ class ChatService:
                 session_key(caller.tenant, trace.session), self._session_ttl_s(trace), request_id
             )
         except Exception as exc:  # the store's client raises its own error types
-            raise ServiceUnavailable(f"the budget store is unavailable: {exc}") from None
+            # Its message may name the store's address: the operator's log only.
+            log.warning("budget store unavailable at the start of a step: %r", exc)
+            raise ServiceUnavailable("the budget store is unavailable; retry later") from None
         limit = caller.settings.interventions_per_session
         trace.step = start.step
         trace.budget_limit = limit

@@ -44,7 +44,7 @@ class Tenancy:
         caller = self._recent.get(key)
         if caller is None:
             # Config holds digests only; keys seen recently are remembered to skip the hash.
-            caller = self._by_digest.get(hashlib.sha256(key.encode()).hexdigest())
+            caller = self._by_digest.get(hashlib.sha256(header_bytes(key)).hexdigest())
             if caller is not None:
                 if len(self._recent) >= _RECENT_KEYS:
                     self._recent.clear()
@@ -56,3 +56,13 @@ class Tenancy:
                 )  # local default: any key is accepted, as OpenAI SDKs need one
             raise AuthenticationFailed("Incorrect API key provided.")
         return caller
+
+
+def header_bytes(value: str) -> bytes:
+    """A header value's bytes as the client sent them. The ASGI server decodes headers as
+    latin-1, so a key of UTF-8 text (hashed as UTF-8 in the configuration) is encoded back
+    the same way; a str from elsewhere that latin-1 cannot hold is taken as UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()

@@ -268,5 +268,6 @@ def test_an_unreachable_budget_store_is_a_503_and_not_ready(start_proxy: StartPr
     with httpx.Client(base_url=proxy.url, headers={"authorization": f"Bearer {KEYS['acme']}"}) as c:
         error = assert_envelope(post(c, "always"), 503)
         assert "budget store is unavailable" in error["message"]
+        assert dead.split("//")[1].split("/")[0] not in error["message"]  # no address
         ready = c.get("/readyz")
         assert ready.status_code == 503 and ready.json()["budget_store"] is False

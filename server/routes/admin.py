@@ -15,6 +15,7 @@ from router.policies import PolicyConfigError
 from server.errors import AuthenticationFailed, Conflict, NotFound
 from server.http import json_response
 from server.service import ChatService
+from server.tenancy import header_bytes
 
 log = logging.getLogger("escalator.admin")
 
@@ -24,8 +25,10 @@ def check_admin(request: Request) -> None:
     expected = os.environ.get(variable) if variable else None
     if not expected:
         raise NotFound("The admin API is off: set server.admin_key_env and that variable.")
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise AuthenticationFailed("The Authorization header must be 'Bearer <admin key>'.")
+    if not hmac.compare_digest(header_bytes(given.strip()), expected.encode()):
         raise AuthenticationFailed("Incorrect admin key.")
 
 
