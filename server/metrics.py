@@ -131,7 +131,7 @@ class Metrics:
         self.upstream_errors = Counter(
             "escalator_upstream_errors_total",
             "Upstream failures, by kind: unreachable, timeout, status_5xx, status_4xx, "
-            "rate_limited, broken_stream.",
+            "rate_limited, broken_stream, bad_answer (a 200 whose body is not JSON).",
             ["upstream", "kind"],
             registry=r,
         )

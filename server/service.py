@@ -432,4 +432,6 @@ def _error_kind(exc: EscalatorError) -> str:
         return "rate_limited" if exc.status == 429 else "status_4xx"
     if exc.code and exc.code.startswith("upstream_5"):
         return "status_5xx"
+    if exc.code == "upstream_bad_answer":
+        return "bad_answer"
     return "unreachable"

@@ -126,7 +126,10 @@ class Upstream:
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            raise UpstreamError(f"upstream {self.name!r} answered 200 with a body that is not JSON")
+            raise UpstreamError(
+                f"upstream {self.name!r} answered 200 with a body that is not JSON",
+                code="upstream_bad_answer",
+            )
         return UpstreamReply(raw, data, (time.perf_counter() - started) * 1000)
 
     async def open_stream(self, path: str, body: bytes) -> UpstreamStream:

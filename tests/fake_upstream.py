@@ -231,6 +231,8 @@ async def _behave(
             status=502,
             content_type="text/html",
         )
+    elif model.startswith("not-json-200"):
+        return web.Response(text="OK", status=200, content_type="text/plain")
     elif model.startswith("429"):
         return web.json_response(
             {"error": {"message": "slow down", "type": "rate_limit_error"}},

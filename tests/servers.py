@@ -50,6 +50,7 @@ def proxy_config(upstream_url: str, data_dir: Path, **sections: Any) -> dict[str
                     "429",
                     "bad-request",
                     "die-mid-stream",
+                    "not-json-200",
                 ],
             },
             "strong": {"base_url": upstream_url, "timeout_s": 1},

@@ -147,6 +147,15 @@ def test_an_upstream_refusing_connections_is_a_502(start_proxy: StartProxy) -> N
         assert_envelope(streamed, 502)
 
 
+def test_an_upstream_200_that_is_not_json_is_a_502_counted_as_a_bad_answer(
+    client: httpx.Client,
+) -> None:
+    error = assert_envelope(post(client, "not-json-200"), 502)
+    assert error["code"] == "upstream_bad_answer" and "not JSON" in error["message"]
+    assert metric(client, "escalator_upstream_errors_total", kind="bad_answer") == 1
+    assert metric(client, "escalator_upstream_errors_total", kind="unreachable") == 0
+
+
 def test_an_upstream_stalling_past_the_timeout_is_a_504(client: httpx.Client) -> None:
     error = assert_envelope(post(client, "stall"), 504)
     assert error["code"] == "upstream_timeout"
