@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 
 from router.budget import BudgetStoreInUse
@@ -19,6 +21,10 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         print(f"escalator: {exc}", file=sys.stderr)
         return 2
 
+    taken = _address_in_use(settings.server.host, settings.server.port)
+    if taken:
+        print(f"escalator: {taken}", file=sys.stderr)
+        return 1
     try:
         if not any(u.local for u in settings.upstreams.values()):
             _run(settings, log_level)
@@ -56,6 +62,30 @@ def _run(settings: Settings, log_level: str) -> None:
         timeout_graceful_shutdown=30,
         **uvicorn_options(settings, app.state.metrics),
     )
+
+
+def _address_in_use(host: str, port: int) -> str | None:
+    """Why the proxy could not listen on host:port, found before anything starts (local
+    models take minutes), or None. Port 0 (any free port) is always available."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is in use: stop what holds it, or choose another "
+                    "port with --port (or server.port in the configuration)"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
 
 
 def _settings(config: str | None, host: str | None, port: int | None) -> Settings:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import tomli_w
+
+from tests.servers import proxy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +52,26 @@ def test_train_still_shows_its_options() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--logs" in result.stdout and "--install" in result.stdout
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """Before, the proxy printed "escalator ready" and only then failed to bind."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = tmp_path / "escalator.toml"
+        config.write_text(tomli_w.dumps(proxy_config("http://127.0.0.1:9/v1", tmp_path / "data")))
+        result = subprocess.run(
+            [
+                *(sys.executable, "escalator.py", "serve", "--config", str(config)),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "--port" in result.stderr and "escalator ready" not in result.stderr
