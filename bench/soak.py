@@ -78,15 +78,15 @@ class Tally:
 
 
 def bad_inputs() -> list[tuple[str, dict[str, Any], int]]:
-    """Issue 12's bad inputs on an escalating route. Non-string text parts are ignored by the
-    helper and forwarded (tests/test_bad_input.py): 200; the others are 400 envelopes."""
+    """Issue 12's bad inputs on an escalating route: each a 400 envelope naming its
+    parameter (tests/test_bad_input.py, tests/test_field_checks.py)."""
     deep: Any = "deep"
     for _ in range(300):
         deep = [deep]
     user = {"role": "user", "content": "hi"}
     bodies = {
-        "text 5": ([{"role": "user", "content": [{"type": "text", "text": 5}]}], {}, 200),
-        "text null": ([{"role": "user", "content": [{"type": "text", "text": None}]}], {}, 200),
+        "text 5": ([{"role": "user", "content": [{"type": "text", "text": 5}]}], {}, 400),
+        "text null": ([{"role": "user", "content": [{"type": "text", "text": None}]}], {}, 400),
         "nested 300": ([{"role": "user", "content": deep}], {}, 400),
         "n 1000": ([user], {"n": 1000, "max_tokens": -5}, 400),
         "no messages": ([], {}, 400),

@@ -52,6 +52,7 @@ def check_routed_step(body: dict[str, Any], raw: bytes, *, max_n: int) -> None:
                 f"not {message['role']!r}.",
                 param=f"messages[{i}].role",
             )
+        _check_text_parts(message.get("content"), i)
     n = body.get("n")
     if n is not None and not (_is_integer(n) and 1 <= n <= max_n):
         raise InvalidRequest(f"'n' must be an integer from 1 to {max_n} on this route.", param="n")
@@ -60,6 +61,19 @@ def check_routed_step(body: dict[str, Any], raw: bytes, *, max_n: int) -> None:
         if value is not None and not (_is_integer(value) and value >= 1):
             raise InvalidRequest(f"'{param}' must be an integer of at least 1.", param=param)
     _check_nesting(body, raw)
+
+
+def _check_text_parts(content: Any, i: int) -> None:
+    """A text part's `text` is what the helper reads: a string, or the request is a 400."""
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        is_text = isinstance(part, dict) and part.get("type") == "text"
+        if is_text and not isinstance(part.get("text"), str):
+            raise InvalidRequest(
+                f"messages[{i}].content[{j}].text must be a string.",
+                param=f"messages[{i}].content[{j}].text",
+            )
 
 
 def _is_integer(value: Any) -> bool:

@@ -89,10 +89,27 @@ def test_a_passed_through_step_too_deep_to_log_is_served_and_its_drop_counted(
 
 
 @pytest.mark.parametrize("text", [5, None, ["a", "b"], {"text": "x"}])
-def test_text_parts_that_are_not_strings_are_ignored_by_the_helper_and_forwarded(
+def test_a_text_part_that_is_not_a_string_is_a_400_on_a_route(
     client: httpx.Client, fake_upstream: FakeUpstream, text: Any
 ) -> None:
-    messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
-    response = client.post("/v1/chat/completions", json={"model": "agent", "messages": messages})
+    sent = len(fake_upstream.log.requests)
+    content = [{"type": "text", "text": "fine"}, {"type": "text", "text": text}]
+    messages = [{"role": "user", "content": content}]
+    response = client.post(
+        "/v1/chat/completions", json={"model": "agent", "messages": messages}, headers=SESSION
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages[0].content[1].text" and "string" in error["message"]
+    assert len(fake_upstream.log.requests) == sent  # nothing sent, nothing decided
+    assert client.get("/v1/sessions/ep-deep").status_code == 404  # no step begun
+
+
+def test_a_text_part_that_is_not_a_string_passes_through_unchanged(
+    client: httpx.Client, fake_upstream: FakeUpstream
+) -> None:
+    """A pass-through model is the upstream's to judge: the proxy reads nothing in it."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": 5}]}]
+    response = client.post("/v1/chat/completions", json={"model": "echo", "messages": messages})
     assert response.status_code == 200
     assert fake_upstream.log.requests[-1]["messages"] == messages
