@@ -73,3 +73,24 @@ def test_demo_command_runs_the_simulated_world(tmp_path: Path) -> None:
     for row in ("weak only", "strong only", "helper", "never", "always", "random", "PRM"):
         assert row in done.stderr
     assert (tmp_path / "demo.png").stat().st_size > 0
+
+
+def test_a_run_never_trains_on_an_earlier_runs_logs(tmp_path: Path) -> None:
+    """Training reads every step log in the run's directory: one holding an earlier run's
+    logs is refused before anything starts, and without --dir each run gets its own."""
+    logs = tmp_path / "data" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "steps-00000.jsonl").write_text("{}\n")
+    command = [sys.executable, "-m", "escalator", "demo", "--world", "sim"]
+    done = subprocess.run(
+        [*command, "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "already holds step logs of an earlier run" in done.stderr
+    assert "--dir" in done.stderr
+
+    from training.demo.cli import run_directory
+
+    first, second = run_directory(None, "sim"), run_directory(None, "local")
+    assert first.parent.name == second.parent.name == "escalator-demo"
+    assert first.name.startswith("sim-") and second.name.startswith("local-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,14 +39,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exploration", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, help="episodes played at once")
-    parser.add_argument("--dir", default="escalator-demo", help="where everything is written")
+    parser.add_argument(
+        "--dir",
+        help="where this run writes everything; it must hold no earlier run's step logs "
+        "(default: a new escalator-demo/<world>-<date>-<time>/)",
+    )
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
     collect, evaluate = SIZES[(args.world, args.quick)]
+    directory = run_directory(args.dir, args.world)
+    earlier = sorted((directory / "data" / "logs").glob("*.jsonl*"))
+    if earlier:
+        # Training reads every step log there: another run's episodes would train this
+        # run's helper without a word.
+        console.print(
+            f"[red]escalator demo:[/red] {directory} already holds step logs of an earlier run "
+            f"({len(earlier)} file(s) in data/logs); training would mix them in. Choose another "
+            "--dir, or leave it out for a new one."
+        )
+        return 2
+    console.print(f"this run writes to {directory}")
     config = DemoConfig(
-        directory=Path(args.dir).resolve(),
+        directory=directory,
         collect_tasks=args.collect or collect,
         eval_tasks=args.eval_tasks or evaluate,
         budget=args.budget,
@@ -72,6 +89,14 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     console.print(f"helper: {result.helper_dir}  training report: {result.training_report}")
     console.print(f"plot: {plot}")
     return 0
+
+
+def run_directory(given: str | None, world: str) -> Path:
+    """The run's own directory: the one given, or a new one under escalator-demo/."""
+    if given is not None:
+        return Path(given).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return (Path("escalator-demo") / f"{world}-{stamp}").resolve()
 
 
 @contextmanager
