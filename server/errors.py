@@ -52,11 +52,6 @@ class AuthenticationFailed(EscalatorError):
     code = "invalid_api_key"
 
 
-class PermissionDenied(EscalatorError):
-    status = 403
-    type = "permission_error"
-
-
 class NotFound(EscalatorError):
     status = 404
     type = "invalid_request_error"

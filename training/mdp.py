@@ -34,14 +34,6 @@ class TabularMdp:
     def n_bins(self) -> int:
         return len(self.edges) - 1
 
-    @property
-    def success_state(self) -> int:
-        return self.n_bins
-
-    @property
-    def failure_state(self) -> int:
-        return self.n_bins + 1
-
 
 def score_edges(scores: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin edges at quantiles of the scores, merged where they coincide; ends at 0 and 1."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from router.minilm import DIM as MINILM_DIM
 from training import dp
 from training.candidates import select
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
@@ -154,7 +155,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         spec = _embedding_spec(config, data)
         advance = stage("embedding states", data.n_steps if spec.kind != "none" else None)
         columns = feature_columns(data.features)
-        dim = spec.dim if spec.kind == "hashed" else 384 if spec.kind == "minilm" else 0
+        dim = spec.dim if spec.kind == "hashed" else MINILM_DIM if spec.kind == "minilm" else 0
         # One matrix for everything: features, embedding, then the remaining budget (the
         # helper's last input). On a million steps each copy avoided is a gigabyte.
         design = np.empty((data.n_steps, len(columns) + dim + 1), dtype=np.float32)
