@@ -14,19 +14,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the proxy")
+    shown = _ShowDefaults
+    serve = commands.add_parser("serve", help="run the proxy", formatter_class=shown)
     serve.add_argument(
         "--config", help="TOML configuration file (default: the embedded local setup)"
     )
     serve.add_argument("--host", help="address to bind (overrides the config)")
     serve.add_argument("--port", type=int, help="port to bind (overrides the config)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the proxy's own log (step records go to the step log)",
+    )
 
     train = commands.add_parser(
-        "train", help="train a helper from step logs (needs the `train` extra)"
+        "train",
+        help="train a helper from step logs (needs the `train` extra)",
+        formatter_class=shown,
     )
     demo = commands.add_parser(
-        "demo", help="the learning loop end to end on the embedded default (or --world sim)"
+        "demo",
+        help="the learning loop end to end on the embedded default (or --world sim)",
+        formatter_class=shown,
     )
     # Only the command being run builds its options: `serve` never imports training code
     # (nor numpy, rich or httpx), and `train` never imports the demo.
@@ -68,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Each option's default after its help, where it has one the help does not name."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        has_default = all(action.default is not v for v in (None, False, argparse.SUPPRESS))
+        if has_default and action.option_strings and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _command(argv: list[str]) -> str | None:

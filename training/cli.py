@@ -45,9 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-rate", type=float, help="calibrate the helper to escalate on this share of steps"
     )
     parser.add_argument("--route", help="train on this route's steps only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--embedding", choices=["hashed", "minilm", "none"], default="hashed")
-    parser.add_argument("--prm", choices=["linear", "transformers", "judge"], default="linear")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the folds, the hold-out and every fit"
+    )
+    parser.add_argument(
+        "--embedding",
+        choices=["hashed", "minilm", "none"],
+        default="hashed",
+        help="the state's text as the helper reads it: hashed n-grams (no extra), MiniLM "
+        "(the `embed` extra; slower to serve, not better on the quality benchmark), or none",
+    )
+    parser.add_argument(
+        "--prm",
+        choices=["linear", "transformers", "judge"],
+        default="linear",
+        help="the process reward model: a linear model on the logged states, a transformers "
+        "model (the `prm` extra, --prm-model), or an LLM judge (--judge-endpoint)",
+    )
     parser.add_argument("--prm-model", help="transformers PRM: a local model directory")
     parser.add_argument("--judge-endpoint", help="judge PRM: OpenAI-compatible base URL")
     parser.add_argument("--judge-model", help="judge PRM: the model to ask")

@@ -36,8 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", type=int, dest="eval_tasks", help="fresh tasks per policy")
     parser.add_argument("--budget", type=int, default=2, help="interventions per session")
     parser.add_argument("--target", type=float, default=1.0, help="interventions per episode")
-    parser.add_argument("--exploration", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--exploration",
+        type=float,
+        default=0.3,
+        help="the collecting tenant's share of steps escalated at random (logged propensities)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the tasks and the training")
     parser.add_argument("--workers", type=int, help="episodes played at once")
     parser.add_argument(
         "--dir",
