@@ -9,7 +9,9 @@ plain-text 503. So, with the `[server]` settings:
   in flight is closed `header_timeout_s` after it opened or after its last response (a
   client that trickles its headers, or sends nothing), and at most `max_connections` are
   open: one more evicts the open connection that has waited longest without a request in
-  flight, or, if every one has a request in flight, is answered 503 and closed.
+  flight (or without reading its answer), or, if every one is busy, is answered 503 and
+  closed. A client that stops reading its answer is cut off after `send_timeout_s`, so
+  pipelined requests it never reads cannot hold a connection (and /healthz) for ever.
 - `RequestLimit` (ASGI middleware) answers requests beyond `max_requests_in_flight` with a
   503 envelope and `retry-after`; the operations endpoints are not counted and always
   answer. As `max_requests_in_flight < max_connections`, some open connection is always
@@ -86,6 +88,7 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
 
     class GuardedConnection(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
+        _stall: asyncio.TimerHandle | None = None  # the client stopped reading its answer
         _waiting_since = 0.0
         _refused = False
 
@@ -104,8 +107,26 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
             if self._refused:
                 return  # uvicorn never saw this connection
             self._cancel_deadline()
+            self._cancel_stall()
             open_connections.discard(self)
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            """The client's receive window is full: it has that long to read on."""
+            super().pause_writing()
+            if self._stall is None:
+                self._waiting_since = self.loop.time()
+                self._stall = self.loop.call_later(
+                    limits.send_timeout_s, self.close, "send_timeout"
+                )
+
+        def resume_writing(self) -> None:
+            self._cancel_stall()
+            super().resume_writing()
+
+        def stalled(self) -> bool:
+            """Whether the client has stopped reading what it asked for."""
+            return self._stall is not None
 
         def send_400_response(self, msg: str) -> None:
             self.transport.write(_raw_response(InvalidRequest(f"{msg} {_MALFORMED}")))
@@ -124,7 +145,10 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
             metrics.connections_closed.labels(reason).inc()
             open_connections.discard(self)
             self._cancel_deadline()
-            self.transport.close()
+            self._cancel_stall()
+            # abort, not close: close keeps the socket until unsent output drains, which a
+            # client that does not read never lets happen.
+            self.transport.abort()
 
         def _await_request(self) -> None:
             self._cancel_deadline()
@@ -141,8 +165,13 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
                 self._deadline.cancel()
                 self._deadline = None
 
+        def _cancel_stall(self) -> None:
+            if self._stall is not None:
+                self._stall.cancel()
+                self._stall = None
+
     def _evict_one() -> bool:
-        waiting = [c for c in open_connections if not c.serving()]
+        waiting = [c for c in open_connections if not c.serving() or c.stalled()]
         if not waiting:
             return False
         min(waiting, key=lambda c: c._waiting_since).close("evicted")

@@ -41,11 +41,13 @@ class ServerSettings(_Section):
     # Limits on clients (server/limits.py). A connection with no request in flight is closed
     # header_timeout_s after it opened or after its last response; a request body must
     # arrive within body_timeout_s (408); idle keep-alive connections close after
-    # keep_alive_s. Requests beyond max_requests_in_flight get 503 with retry-after (the
-    # operations endpoints always answer); connections beyond max_connections evict the one
-    # idle longest.
+    # keep_alive_s; a client that stops reading its answer for send_timeout_s is cut off.
+    # Requests beyond max_requests_in_flight get 503 with retry-after (the operations
+    # endpoints always answer); connections beyond max_connections evict the one idle (or
+    # not reading) longest.
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     keep_alive_s: Annotated[int, Field(ge=1)] = 5
     max_connections: Annotated[int, Field(ge=2)] = 4096
     max_requests_in_flight: Annotated[int, Field(ge=1)] = 1024

@@ -28,6 +28,7 @@ AUTH = {"authorization": f"Bearer {KEYS['acme']}"}
 LIMITS = {
     "header_timeout_s": 1.0,
     "body_timeout_s": 1.0,
+    "send_timeout_s": 1.0,
     "keep_alive_s": 30,  # longer than the header timeout: the header timeout is what closes
     "max_connections": 12,
     "max_requests_in_flight": 2,
@@ -188,6 +189,40 @@ def test_connections_beyond_the_limit_evict_idle_ones_and_health_checks_answer(
             assert metric(client, "escalator_open_connections") <= 12
     finally:
         for sock in silent:
+            sock.close()
+
+
+def test_clients_that_never_read_cannot_hold_the_connections(
+    serve: Callable[..., str],
+) -> None:
+    """Found in review: pipelined requests whose answers are never read kept every connection
+    busy (and uncounted by the in-flight limit), so /healthz got 503 until they left."""
+    url = serve(max_connections=4)
+    host, port = url.removeprefix("http://").split(":")
+    greedy = []
+    try:
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n" * 3000)
+            greedy.append(sock)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout_s=WAIT_S)
+        with httpx.Client(base_url=url) as client:
+            closed = sum(
+                metric(client, "escalator_connections_closed_total", reason=reason)
+                for reason in ("send_timeout", "evicted")
+            )
+        assert closed >= 1
+    finally:
+        for sock in greedy:
             sock.close()
 
 
