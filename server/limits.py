@@ -151,13 +151,20 @@ def guarded_protocol(limits: ServerSettings, metrics: Metrics) -> type[HttpTools
             self.transport.abort()
 
         def _await_request(self) -> None:
-            self._cancel_deadline()
+            # One timer per connection, moved lazily: a keep-alive connection answering
+            # thousands of requests a second does not cancel and re-arm one per request.
             self._waiting_since = self.loop.time()
-            self._deadline = self.loop.call_later(limits.header_timeout_s, self._on_deadline)
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(limits.header_timeout_s, self._on_deadline)
 
         def _on_deadline(self) -> None:
             self._deadline = None
-            if not self.serving() and not self.transport.is_closing():
+            if self.serving() or self.transport.is_closing():
+                return  # on_response_complete arms it again
+            left = self._waiting_since + limits.header_timeout_s - self.loop.time()
+            if left > 0:
+                self._deadline = self.loop.call_later(left, self._on_deadline)
+            else:
                 self.close("header_timeout")
 
         def _cancel_deadline(self) -> None:
