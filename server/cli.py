@@ -69,8 +69,10 @@ def _address_in_use(host: str, port: int) -> str | None:
     models take minutes), or None. Port 0 (any free port) is always available."""
     if port == 0:
         return None
+    # The family uvicorn binds: IPv6 only for a host written with a colon.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
         return f"cannot listen on {host}:{port}: {exc.strerror}"
     family, kind, proto, _, address = infos[0]

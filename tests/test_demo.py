@@ -75,7 +75,9 @@ def test_demo_command_runs_the_simulated_world(tmp_path: Path) -> None:
     assert (tmp_path / "demo.png").stat().st_size > 0
 
 
-def test_a_run_never_trains_on_an_earlier_runs_logs(tmp_path: Path) -> None:
+def test_a_run_never_trains_on_an_earlier_runs_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Training reads every step log in the run's directory: one holding an earlier run's
     logs is refused before anything starts, and without --dir each run gets its own."""
     logs = tmp_path / "data" / "logs"
@@ -91,6 +93,8 @@ def test_a_run_never_trains_on_an_earlier_runs_logs(tmp_path: Path) -> None:
 
     from training.demo.cli import run_directory
 
-    first, second = run_directory(None, "sim"), run_directory(None, "local")
-    assert first.parent.name == second.parent.name == "escalator-demo"
-    assert first.name.startswith("sim-") and second.name.startswith("local-")
+    monkeypatch.chdir(tmp_path)
+    runs = [run_directory(None, "sim"), run_directory(None, "sim"), run_directory(None, "local")]
+    assert len(set(runs)) == 3 and all(run.is_dir() for run in runs)  # each claimed, once
+    assert {run.parent.name for run in runs} == {"escalator-demo"}
+    assert runs[1].name.startswith("sim-") and runs[2].name.startswith("local-")

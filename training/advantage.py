@@ -88,13 +88,16 @@ def session_folds(n_sessions: int, folds: int, seed: int) -> np.ndarray:
 def returns(data: Dataset, value: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The returns a learner may target: the outcome always; given the PRM's P(success) of
     every state, the next state's value (z after the last step: a one-step temporal
-    difference target, far less noisy than the outcome, blind to silent mistakes); with
+    difference target, far less noisy than the outcome, blind to silent mistakes); the next
+    observation (`next_observation`) where the logged states carry failures; with
     step rewards, the next state's value plus the step's reward, the outcome plus the
     rewards to go (scaled to the outcome's spread), and the step's own reward (where the
     environment rewards every step, the least noisy signal of what the action did; where it
     rewards only subgoals, a weak one)."""
     z = data.success[data.session]
-    out = {"outcome": z, "next observation": next_observation(data)}
+    out = {"outcome": z}
+    if data.features[:, _FAILED].any():  # logs whose states carry the failure detector
+        out["next observation"] = next_observation(data)
     if value is not None and len(value) == data.n_steps:
         following = np.append(value[1:], 0.0)
         last = data.is_last
@@ -126,7 +129,10 @@ def next_observation(data: Dataset) -> np.ndarray:
     it by tens of points while the outcome moves by a few (the steps after still fail)."""
     z = data.success[data.session]
     failed_next = np.append(data.features[1:, _FAILED], 0.0).astype(np.float64)
-    return np.where(data.is_last, z, 1.0 - failed_next)
+    # Where the next logged step is not the next step (a record the log dropped), what
+    # answered the action is unknown: the outcome stands in, as on the last step.
+    consecutive = np.append(data.step[1:] == data.step[:-1] + 1, False) & ~data.is_last
+    return np.where(consecutive, 1.0 - failed_next, z)
 
 
 def estimate_effects(

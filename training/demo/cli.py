@@ -101,7 +101,16 @@ def run_directory(given: str | None, world: str) -> Path:
     if given is not None:
         return Path(given).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return (Path("escalator-demo") / f"{world}-{stamp}").resolve()
+    root = Path("escalator-demo")
+    root.mkdir(exist_ok=True)
+    for attempt in range(1000):  # claimed by mkdir: two runs in one second get two
+        directory = root / (f"{world}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        return directory.resolve()
+    raise RuntimeError(f"no free run directory under {root} for {world}-{stamp}")
 
 
 @contextmanager
