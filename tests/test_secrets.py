@@ -25,7 +25,8 @@ MASKED_KEY = UPSTREAM_KEY[:10] + "*" * 12 + UPSTREAM_KEY[-4:]
 def leaky_app() -> web.Application:
     """The fake upstream, plus models whose errors quote the caller's credentials:
     `leak-401` (the Authorization header, and the key in a rate-limit header),
-    `leak-429` (the key masked as OpenAI masks it), `leak-500` (the header, as a 5xx)."""
+    `leak-429` (the key masked as OpenAI masks it), `leak-500` (the header, as a 5xx),
+    `leak-200` (an answer repeating the header)."""
     fake = make_app(FakeUpstreamLog()).router.routes()
 
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -46,6 +47,24 @@ def leaky_app() -> web.Application:
             )
         if model == "leak-500":
             return web.json_response({"error": f"upstream auth {auth} failed"}, status=500)
+        if model == "leak-200":  # an answer that repeats the credentials it was sent with
+            text = f"You called me with {auth}."
+            if body.get("stream"):
+                chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+                raw = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
+                return web.Response(body=raw, content_type="text/event-stream")
+            answer = {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            return web.json_response(answer)
         handler = next(r.handler for r in fake if r.method == "POST")
         return await handler(request)
 
@@ -94,6 +113,7 @@ def leaky_proxy(
             "rejected": route("leak-401"),
             "limited": route("leak-429"),
             "failing": route("leak-500"),
+            "echoing": route("leak-200"),
             "rescued": {
                 "base": {"upstream": "weak", "model": "weak-model"},
                 "policy": {"kind": "always"},
@@ -172,3 +192,13 @@ def test_an_unreachable_upstream_is_named_not_located(
     assert "127.0.0.1" not in orjson.dumps(logged).decode()
     # The operator's log keeps where it was and why.
     assert any("127.0.0.1:1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_repeating_the_upstreams_key_reaches_the_tenant_redacted(
+    leaky_proxy: RunningProxy, stream: bool
+) -> None:
+    response = step(leaky_proxy, "echoing", stream=stream)
+    assert response.status_code == 200
+    assert "You called me with Bearer [redacted]." in response.text
+    assert_no_key(response.text)
