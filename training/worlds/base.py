@@ -33,10 +33,12 @@ from training.simworld import Behaviour, policy_behaviour, random_behaviour, ste
 __all__ = [
     "INTERVENTION",
     "Behaviour",
+    "Competence",
     "Episode",
     "Oracle",
     "Rollout",
     "World",
+    "answers_rightly",
     "evaluate",
     "exploring_never",
     "oracle_behaviour",
@@ -83,6 +85,31 @@ class World(Protocol[E]):
         ...
 
     def succeeded(self, episode: E) -> bool: ...
+
+
+class Competence(Protocol):
+    """How often each simulated model answers a step rightly, by its hidden difficulty."""
+
+    @property
+    def weak_hard(self) -> float: ...
+    @property
+    def strong_hard(self) -> float: ...
+    @property
+    def weak_routine(self) -> float: ...
+    @property
+    def strong_routine(self) -> float: ...
+
+
+def answers_rightly(
+    competence: Competence, rng: random.Random, hard: bool, escalated: bool
+) -> bool:
+    """Whether the model that answers the step (the strong one when escalated) gets it right:
+    one draw from `rng`."""
+    if hard:
+        p_right = competence.strong_hard if escalated else competence.weak_hard
+    else:
+        p_right = competence.strong_routine if escalated else competence.weak_routine
+    return rng.random() < p_right
 
 
 @dataclass(frozen=True)

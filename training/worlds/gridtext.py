@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.state import Message
+from training.worlds.base import answers_rightly
 from training.worlds.gridpath import FORWARD, LEFT, RIGHT, TOGGLE, Pose, best_actions, distances
 from training.worlds.gridview import describe
 
@@ -153,11 +154,7 @@ class GridTextWorld:
         c = self.config
         env = episode.env
         rng = random.Random(f"{episode.seed}/{episode.step}")
-        hard = episode.hard
-        if hard:
-            right = rng.random() < (c.strong_hard if escalated else c.weak_hard)
-        else:
-            right = rng.random() < (c.strong_routine if escalated else c.weak_routine)
+        right = answers_rightly(c, rng, episode.hard, escalated)
         if episode.look_alike is not None and not right:
             episode.belief = (episode.look_alike,)  # silently heads for the wrong object
         best = self._best(episode, episode.belief)

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.state import Message
+from training.worlds.base import answers_rightly
 from training.worlds.puzzles import TASKS, BaseConversion, ChainSum, LegCount, Procedure
 
 SYSTEM = (
@@ -154,10 +155,7 @@ class ReasoningWorld:
         c = self.config
         rng = random.Random(f"{episode.seed}/{episode.step}")
         hard = episode.hard
-        if hard:
-            right = rng.random() < (c.strong_hard if escalated else c.weak_hard)
-        else:
-            right = rng.random() < (c.strong_routine if escalated else c.weak_routine)
+        right = answers_rightly(c, rng, hard, escalated)
         move = episode.procedure.move(episode.state)
         reward, reply = 0.0, ""
         if move is None:  # the final answer, scored by the dataset

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from router.state import Message
+from training.worlds.base import answers_rightly
 from training.worlds.house import Level, Room, Step, fragile, make_level
 
 SYSTEM = (
@@ -127,11 +128,7 @@ class TextGameWorld:
         c = self.config
         rng = random.Random(f"{episode.seed}/{episode.step}")
         hard = episode.hard
-        if hard:
-            p_right = c.strong_hard if escalated else c.weak_hard
-        else:
-            p_right = c.strong_routine if escalated else c.weak_routine
-        right = rng.random() < p_right
+        right = answers_rightly(c, rng, hard, escalated)
         plan_step = episode.level.plan[episode.position]
         reward = 0.0
         if right or plan_step.decoy is not None:
