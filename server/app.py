@@ -31,7 +31,9 @@ from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
 from server.limits import RequestLimit
 from server.metrics import Metrics
-from server.routes import admin, openai, ops, sessions
+from server.responses.service import ResponsesService
+from server.responses.store import open_response_store
+from server.routes import admin, openai, ops, responses, sessions
 from server.service import ChatService
 from server.sessions import SessionService
 from server.settings import Settings
@@ -62,6 +64,12 @@ def create_app(settings: Settings) -> Starlette:
         on_unwritable=metrics.log_dropped.labels("unwritable").inc,
     )
     service = ChatService(settings, store, upstreams, steplog, metrics)
+    response_store = open_response_store(
+        storage.budget_store,
+        sqlite_path=storage.dir / "responses.db",
+        redis_url=storage.redis_url,
+        max_entries=storage.max_stored_responses,
+    )
     metrics.info.labels(_version(), service.config_hash).set(1)
 
     def reload_on_signal() -> None:
@@ -90,10 +98,11 @@ def create_app(settings: Settings) -> Starlette:
             await service.drain()
             await upstreams.close()
             await store.close()
+            await response_store.close()
             steplog.close()
 
     app = Starlette(
-        routes=[*openai.routes, *sessions.routes, *ops.routes, *admin.routes],
+        routes=[*openai.routes, *responses.routes, *sessions.routes, *ops.routes, *admin.routes],
         middleware=[
             Middleware(StepHeaders, metrics=metrics),
             Middleware(RequestLimit, limit=settings.server.max_requests_in_flight, metrics=metrics),
@@ -108,6 +117,7 @@ def create_app(settings: Settings) -> Starlette:
     state.upstreams = upstreams
     state.steplog = steplog
     state.service = service
+    state.responses = ResponsesService(settings, service, response_store)
     state.tenancy = Tenancy(settings)
     state.sessions = SessionService(
         store, steplog, metrics, storage.session_ttl_s, service.config_hash

@@ -9,8 +9,8 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from server.metrics import Metrics
-from server.streaming import SseRelay
 from server.tenancy import Caller
 from server.trace import StepTrace
 
@@ -187,13 +186,22 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
+class SseBody(Protocol):
+    """A streamed step's body (`SseRelay`, or events made from one): bytes to send, and
+    `finish`, called once however the stream ends."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def finish(self) -> None: ...
+
+
 class SseResponse(Response):
     """A streamed step: relays the upstream's SSE bytes, and stops the relay (closing the
     upstream request) the moment the client disconnects, even while the upstream is silent."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, relay: SseRelay) -> None:
+    def __init__(self, relay: SseBody) -> None:
         # No body and so no content-length: the length is unknown until the stream ends.
         self.status_code = 200
         self.background = None

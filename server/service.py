@@ -43,6 +43,7 @@ from server.streaming import ChunkSource, SseRelay, StreamTranscript
 from server.tenancy import Caller
 from server.trace import StepTrace, UpstreamCall
 from server.upstreams import UpstreamReply, Upstreams
+from server.wire import StepWire
 
 log = logging.getLogger("escalator.service")
 
@@ -51,10 +52,12 @@ _DAY_SCOPE_TTL_S = 2 * 86_400
 
 @dataclass(slots=True)
 class StepReply:
-    """What the HTTP layer sends: a JSON body, or a stream of SSE bytes."""
+    """What the HTTP layer sends: a JSON body, or a stream of SSE bytes. `native`: the answer
+    is in the shape of the step's wire (its target spoke it), not a chat completion."""
 
     body: bytes | None = None
     stream: SseRelay | None = None
+    native: bool = False
 
 
 class ChatService:
@@ -87,8 +90,15 @@ class ChatService:
     # -- the request flow -------------------------------------------------------------------
 
     async def chat(
-        self, caller: Caller, body: dict[str, Any], raw: bytes, trace: StepTrace
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        raw: bytes,
+        trace: StepTrace,
+        wire: StepWire | None = None,
     ) -> StepReply:
+        """One step. With a `wire`, targets that speak it are sent its request instead of
+        `body` (which still gives the step's transcript), and answer in its shape."""
         route, base = self._resolve(body["model"])  # 3. model
         await self._begin_step(caller, route, trace)  # 2. session
         trace.route = route.name if route else None
@@ -96,6 +106,7 @@ class ChatService:
         target = base
         logged_by_stream = False
         draft: UpstreamReply | None = None
+        native: StepWire | None = None  # the wire, once the target speaks it
         try:
             if route is not None:
                 if route.after_draft:  # the base model answers first; the helper sees it
@@ -115,8 +126,9 @@ class ChatService:
                 if draft is not None and target is base:
                     result = self._serve_draft(draft, body, trace)
                 else:
+                    native = _spoken(wire, target)
                     result = await self._call(
-                        caller, target, body, raw if route is None else None, trace
+                        caller, target, body, raw if route is None else None, trace, native
                     )
             except EscalatorError:
                 if reservation is None:
@@ -126,21 +138,23 @@ class ChatService:
                 reservation = None
                 trace.failed_intervention, trace.upstream = trace.upstream, None
                 trace.budget_after = trace.budget_before
-                target = base
+                target, native = base, None
                 if draft is not None:
                     result = self._serve_draft(draft, body, trace)
                 else:
-                    result = await self._call(caller, base, body, None, trace)
+                    native = _spoken(wire, base)
+                    result = await self._call(caller, base, body, None, trace, native)
             trace.action = target.kind if route is not None else BASE
             if not isinstance(result, UpstreamReply):  # a stream
                 handed_over, reservation = reservation, None
                 logged_by_stream = True
-                return StepReply(stream=self._stream(caller, body, result, trace, handed_over))
-            self._read_reply(caller, result, trace)
+                relay = self._stream(caller, body, result, trace, handed_over, native)
+                return StepReply(stream=relay, native=native is not None)
+            self._read_reply(caller, result, trace, native)
             if reservation is not None:
                 self._settle(caller, trace, reservation, completed=True)
                 reservation = None
-            return StepReply(body=result.body)
+            return StepReply(body=result.body, native=native is not None)
         finally:
             if reservation is not None:  # cancelled (client gone) or failed before settling
                 self._settle(caller, trace, reservation, completed=False)
@@ -256,9 +270,10 @@ class ChatService:
         body: dict[str, Any],
         raw: bytes | None,
         trace: StepTrace,
+        wire: StepWire | None = None,
     ) -> UpstreamReply | ChunkSource:
         """Send the step to its target. `raw` is the client's body, sent as it came when the
-        model is passed through."""
+        model is passed through; a `wire` the target speaks sends the wire's request."""
         upstream = self.upstreams[target.upstream]
         call = trace.upstream = UpstreamCall(upstream.name, target.model)
         stream = body.get("stream") is True
@@ -272,7 +287,10 @@ class ChatService:
                     self._read_reply(caller, chosen.reply, trace)  # sampled: measured now
                     result = ReplayStream(upstream, chosen.reply.data, body)
             else:
-                if raw is not None:  # passed through: the client's bytes, unchanged
+                path = "chat/completions"
+                if wire is not None:
+                    path, payload = wire.path, wire.payload(target)
+                elif raw is not None:  # passed through: the client's bytes, unchanged
                     payload = raw
                 else:
                     request = {**body, "model": target.model}
@@ -280,9 +298,9 @@ class ChatService:
                         request = with_reasoning(request, spec)
                     payload = orjson.dumps(request)
                 if stream:
-                    result = await upstream.open_stream("chat/completions", payload)
+                    result = await upstream.open_stream(path, payload)
                 else:
-                    result = await upstream.complete("chat/completions", payload)
+                    result = await upstream.complete(path, payload)
         except EscalatorError as exc:
             call.status = exc.status
             call.error = exc.message
@@ -325,12 +343,22 @@ class ChatService:
         raw = draft.body if data is draft.data else orjson.dumps(data)
         return UpstreamReply(raw, data, draft.latency_ms)
 
-    def _read_reply(self, caller: Caller, reply: UpstreamReply, trace: StepTrace) -> None:
+    def _read_reply(
+        self,
+        caller: Caller,
+        reply: UpstreamReply,
+        trace: StepTrace,
+        wire: StepWire | None = None,
+    ) -> None:
         call = trace.upstream
         assert call is not None
         if call.latency_ms is None:  # each upstream call is measured once (a draft already was)
             call.latency_ms = reply.latency_ms
             self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
+        if wire is not None:
+            trace.response, usage = wire.read(reply.data)
+            self._count_usage(caller, call, usage)
+            return
         self._count_usage(caller, call, reply.data.get("usage"))
         choices = reply.data.get("choices") or [{}]
         message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
@@ -346,6 +374,7 @@ class ChatService:
         upstream: ChunkSource,
         trace: StepTrace,
         reservation: Reservation | None,
+        wire: StepWire | None = None,
     ) -> SseRelay:
         def finish(transcript: StreamTranscript) -> None:
             call = trace.upstream
@@ -368,7 +397,9 @@ class ChatService:
                 self._settle(caller, trace, reservation, completed=transcript.delivered)
             self._log_step(caller, body, trace)
 
-        return SseRelay(upstream, StreamTranscript(upstream.started), finish)
+        started = upstream.started
+        transcript = wire.transcript(started) if wire else StreamTranscript(started)
+        return SseRelay(upstream, transcript, finish)
 
     # -- budget, log, metrics ---------------------------------------------------------------
 
@@ -419,6 +450,10 @@ class ChatService:
         """Wait for background work (refunds) before shutting down."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _spoken(wire: StepWire | None, target: Target) -> StepWire | None:
+    return wire if wire is not None and wire.speaks(target) else None
 
 
 def _with_model(body: dict[str, Any], model: str) -> bytes:

@@ -83,6 +83,11 @@ class StorageSettings(_Section):
     session_ttl_s: Annotated[int, Field(gt=0)] = 7 * 86_400
     log_segment_bytes: Annotated[int, Field(gt=0)] = 64 * MiB
     log_queue_size: Annotated[int, Field(gt=0)] = 10_000
+    # Responses kept for `previous_response_id` and `GET /v1/responses/{id}`, in the budget
+    # store's backend (memory, SQLite file `responses.db`, or Redis), each for response_ttl_s;
+    # the memory and SQLite stores keep at most max_stored_responses (the oldest go first).
+    response_ttl_s: Annotated[int, Field(gt=0)] = 86_400
+    max_stored_responses: Annotated[int, Field(gt=0)] = 10_000
 
 
 class UpstreamSettings(_Section):
@@ -97,6 +102,10 @@ class UpstreamSettings(_Section):
     max_connections: Annotated[int, Field(gt=0)] = 512
     # Models this upstream serves that clients may name directly (pass-through, no decision).
     models: list[str] = []
+    # How `/v1/responses` reaches it: "native" sends the Responses request to its own
+    # /responses (vLLM, OpenAI); "translate" sends it as a chat completion and translates the
+    # answer back (llama.cpp and any chat-only server).
+    responses: Literal["translate", "native"] = "translate"
 
     @field_validator("base_url")
     @classmethod

@@ -89,7 +89,9 @@ class Upstream:
         self._key_bytes = self._key.encode()
         self._session: aiohttp.ClientSession | None = None
         # Built once: URL parsing and timeout objects cost more than they look per request.
-        self._urls = {path: URL(self._url(path)) for path in ("chat/completions", "completions")}
+        self._urls = {
+            path: URL(self._url(path)) for path in ("chat/completions", "completions", "responses")
+        }
         self._complete_timeout = aiohttp.ClientTimeout(
             total=settings.timeout_s, sock_connect=settings.connect_timeout_s
         )

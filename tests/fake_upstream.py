@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible model server: real HTTP on 127.0.0.1, behaviour chosen by model.
 
 Models, matched by prefix (`slow-0.2` sleeps 0.2 s; any other name behaves as echo):
-  echo            answers with the last user message (tool calls when tools are offered)
+  echo            answers with the last user message (tool calls when tools are offered,
+                  "tool said: <content>" when the last message is a tool's result)
   slow[-S]        echo after S seconds (default 0.5)
   error-500       500 with a JSON error
   html-502        502 with an HTML page, as a load balancer sends
@@ -14,6 +15,8 @@ Models, matched by prefix (`slow-0.2` sleeps 0.2 s; any other name behaves as ec
   judge-K         answers "K" (a judge model picking candidate K)
   prm-judge       answers Yes/No on whether an agent will succeed, with first-token top
                   logprobs: P(yes) = 0.1 where the transcript shows "error" or "corrupted"
+
+`/v1/responses` answers as an upstream that serves the Responses API (tests/fake_responses.py).
 
 Run alone for benchmarks: `python -m tests.fake_upstream --port 8001`.
 """
@@ -31,6 +34,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fake_responses import events_of, response_of
+
 VOTES = ["The answer is 42", "It is 41", "I think 42.", "7"]
 
 
@@ -39,6 +44,7 @@ class FakeUpstreamLog:
     """What the fake saw: request bodies, and requests whose client went away."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # each request's path, in order
     cancelled: int = 0
     keep_requests: bool = True
     votes_served: int = 0
@@ -47,9 +53,19 @@ class FakeUpstreamLog:
         return [r.get("model", "") for r in self.requests]
 
 
+def _tool_result(body: dict[str, Any]) -> str | None:
+    """With tools offered, a tool's result that ends the transcript (answered in text)."""
+    messages = body.get("messages") or [{}]
+    last = messages[-1]
+    offered = bool(body.get("tools"))
+    return str(last.get("content")) if offered and last.get("role") == "tool" else None
+
+
 def _answer_text(body: dict[str, Any]) -> str:
     if "prompt" in body:
         return f"echo: {body['prompt']}"
+    if _tool_result(body) is not None:
+        return f"tool said: {_tool_result(body)}"
     for message in reversed(body.get("messages", [])):
         if message.get("role") == "user":
             content = message.get("content")
@@ -59,7 +75,7 @@ def _answer_text(body: dict[str, Any]) -> str:
 
 def _tool_call(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     tools = body.get("tools")
-    if not tools or body.get("tool_choice") == "none":
+    if not tools or body.get("tool_choice") == "none" or _tool_result(body) is not None:
         return None
     name = tools[0].get("function", {}).get("name", "tool")
     return [
@@ -196,6 +212,7 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
         body = await request.json(loads=orjson.loads)
         if log.keep_requests:
             log.requests.append(body)
+            log.paths.append(request.path)
         model = str(body.get("model", "echo"))
         try:
             return await _behave(request, body, model, log)
@@ -212,6 +229,7 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/responses", completions)
     app.router.add_get("/v1/models", models)
     return app
 
@@ -255,6 +273,8 @@ async def _behave(
         await _drop(request)
     elif model.startswith("stall") and not stream:
         await asyncio.sleep(3600)
+    if request.path.endswith("/responses"):
+        return await _respond(request, body, model)
 
     if not stream:
         completion = _completion(body, log)
@@ -269,6 +289,24 @@ async def _behave(
             return response
         if model.startswith("stall") and i == 1:
             await asyncio.sleep(3600)
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _respond(request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+    """`/v1/responses`, as an upstream that serves it (see tests/fake_responses.py)."""
+    if "previous_response_id" in body:
+        error = {"message": "unknown previous_response_id", "type": "invalid_request_error"}
+        return web.json_response({"error": error}, status=400)
+    if body.get("stream") is not True:
+        return web.Response(body=orjson.dumps(response_of(body)), content_type="application/json")
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    for i, chunk in enumerate(events_of(body)):
+        if model.startswith("die-mid-stream") and i == 2:
+            await _drop(request)
+            return response
         await response.write(chunk)
     await response.write_eof()
     return response

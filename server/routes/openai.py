@@ -33,7 +33,7 @@ async def chat_completions(request: Request) -> Response:
     route = app.settings.routes.get(body["model"])
     if route is not None:
         check_routed_step(body, raw, max_n=route.max_n)
-    trace.session = _session_id(request, body) or trace.request_id
+    trace.session = session_id_of(request, body) or trace.request_id
     trace.one_step = trace.session == trace.request_id
     return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
 
@@ -72,7 +72,8 @@ def _to_response(reply: StepReply) -> Response:
     return json_response(reply.body)
 
 
-def _session_id(request: Request, body: dict[str, Any]) -> str | None:
+def session_id_of(request: Request, body: dict[str, Any]) -> str | None:
+    """The session a step names: `X-Session-Id`, else `metadata.session_id`; 400 if bad."""
     session = request.headers.get("x-session-id")
     param = "X-Session-Id"
     if session is None:

@@ -1,0 +1,394 @@
+"""Responses ⇄ chat completions: a Responses request as the chat step it is, and a chat
+completion as the Response it answers.
+
+Input items map onto chat messages: a `message` item onto a message of its role, a run of
+`function_call` items onto one assistant message's `tool_calls`, a `function_call_output`
+onto a `tool` message (the agent's observation), and `instructions` onto a leading system
+message. `reasoning` items are the model's own thoughts and have no chat form: they are left
+out. Anything else (`item_reference`, built-in tools' calls, ...) cannot be said in chat: a
+*strict* translation refuses it (400 naming it), a *lenient* one, which only reads the step
+for the helper, skips it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from server.errors import InvalidRequest
+
+# Fields of a Responses request that are translated or have no chat meaning; every other
+# field reaches the chat upstream as it came.
+RESPONSES_ONLY = frozenset(
+    {
+        "input",
+        "instructions",
+        "previous_response_id",
+        "store",
+        "max_output_tokens",
+        "max_tool_calls",
+        "text",
+        "reasoning",
+        "tools",
+        "tool_choice",
+        "include",
+        "truncation",
+        "background",
+        "background_options",
+        "conversation",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "context_management",
+        "stream_options",
+        "top_logprobs",
+        "metadata",
+        "access_programs",
+        "image",
+        "moderation",
+    }
+)
+TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(20)}"
+
+
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's `input` as items (a string is one user message)."""
+    value = body.get("input")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return list(value)
+
+
+def chat_messages(
+    items: list[dict[str, Any]], instructions: Any, *, strict: bool
+) -> list[dict[str, Any]]:
+    """The transcript as chat messages. Item positions in errors count from the request's
+    own `input` (the stored conversation before it comes first)."""
+    messages: list[dict[str, Any]] = []
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    for i, item in enumerate(items):
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append(_message(item, i, strict))
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and _open_for_calls(last):
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": _output_text(item.get("output")),
+                }
+            )
+        elif kind == "reasoning":
+            continue
+        elif strict:
+            raise InvalidRequest(
+                f"Input items of type {kind!r} cannot be sent to this model: its upstream is "
+                "reached through chat completions, which have no such item.",
+                param=f"input[{i}].type",
+                code="unsupported_input_item",
+            )
+    return messages
+
+
+def _open_for_calls(message: dict[str, Any]) -> bool:
+    # Tool calls follow the assistant text of the same turn, never a turn already answered.
+    return "tool_call_id" not in message
+
+
+def _message(item: dict[str, Any], i: int, strict: bool) -> dict[str, Any]:
+    role = item["role"]
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content or []):
+        kind = part.get("type")
+        if kind in TEXT_PARTS:
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": part.get("refusal", "")})
+        elif kind == "input_image":
+            image = {"url": part.get("image_url") or part.get("file_id")}
+            if part.get("detail"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            file = {k: part[k] for k in ("file_data", "file_id", "filename") if k in part}
+            parts.append({"type": "file", "file": file})
+        elif kind == "input_audio":
+            parts.append({"type": "input_audio", "input_audio": part.get("input_audio")})
+        elif strict:
+            raise InvalidRequest(
+                f"Content parts of type {kind!r} cannot be sent to this model through chat "
+                "completions.",
+                param=f"input[{i}].content[{j}].type",
+                code="unsupported_input_item",
+            )
+    if role == "assistant" or all(p["type"] == "text" for p in parts):
+        # Assistant turns (and all-text messages) as plain text: every chat server reads it.
+        return {"role": role, "content": "".join(p.get("text", "") for p in parts)}
+    return {"role": role, "content": parts}
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(
+            str(p.get("text", "")) for p in output if isinstance(p, dict) and p.get("type")
+        )
+    return ""
+
+
+def chat_tools(tools: list[dict[str, Any]], *, strict: bool) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        if tool.get("type") != "function":
+            if strict:
+                raise InvalidRequest(
+                    f"Tools of type {tool.get('type')!r} cannot be offered to this model: its "
+                    "upstream is reached through chat completions, which take function tools.",
+                    param=f"tools[{i}].type",
+                    code="unsupported_tool",
+                )
+            continue
+        function: dict[str, Any] = {
+            k: tool[k] for k in ("name", "description", "parameters") if k in tool
+        }
+        if tool.get("strict") is not None:
+            function["strict"] = tool["strict"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def chat_tool_choice(choice: Any) -> Any:
+    if not isinstance(choice, dict):
+        return choice  # "none" | "auto" | "required"
+    if choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    if choice.get("type") == "allowed_tools":
+        tools = [
+            {"type": "function", "function": {"name": t.get("name")}}
+            for t in choice.get("tools", [])
+            if isinstance(t, dict)
+        ]
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": choice.get("mode"), "tools": tools},
+        }
+    return "required"  # a built-in tool chosen: the closest chat can say
+
+
+def chat_request(
+    body: dict[str, Any], items: list[dict[str, Any]], *, strict: bool
+) -> dict[str, Any]:
+    """The chat completion request that carries this Responses request's step."""
+    request = {k: v for k, v in body.items() if k not in RESPONSES_ONLY}
+    request["messages"] = chat_messages(items, body.get("instructions"), strict=strict)
+    tools = chat_tools(body.get("tools") or [], strict=strict)
+    if tools:
+        request["tools"] = tools
+        if body.get("tool_choice") is not None:
+            request["tool_choice"] = chat_tool_choice(body["tool_choice"])
+    if body.get("max_output_tokens") is not None:
+        request["max_tokens"] = body["max_output_tokens"]
+    text: dict[str, Any] = body["text"] if isinstance(body.get("text"), dict) else {}
+    fmt: dict[str, Any] = text["format"] if isinstance(text.get("format"), dict) else {}
+    if fmt.get("type") == "json_object":
+        request["response_format"] = {"type": "json_object"}
+    elif fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        request["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if text.get("verbosity") is not None:
+        request["verbosity"] = text["verbosity"]
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        request["reasoning_effort"] = reasoning["effort"]
+    if body.get("top_logprobs"):
+        request.update(logprobs=True, top_logprobs=body["top_logprobs"])
+    if body.get("stream") is True:
+        request["stream_options"] = {"include_usage": True}
+    return request
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+def response_shell(body: dict[str, Any], response_id: str, model: str) -> dict[str, Any]:
+    """A Response echoing the request's settings, with no output yet (`in_progress`)."""
+    text = body.get("text") if isinstance(body.get("text"), dict) else None
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": text or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def response_usage(usage: Any) -> dict[str, Any] | None:
+    """Chat usage in the Responses' words."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+    }
+
+
+def chat_usage(usage: Any) -> dict[str, Any] | None:
+    """Responses usage in chat's words (what the step record and metrics count)."""
+    if not isinstance(usage, dict):
+        return None
+    return {
+        "prompt_tokens": usage.get("input_tokens"),
+        "completion_tokens": usage.get("output_tokens"),
+    }
+
+
+def reasoning_item(text: str, status: str = "completed") -> dict[str, Any]:
+    return {
+        "type": "reasoning",
+        "id": new_id("rs"),
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "status": status,
+    }
+
+
+def message_item(
+    text: str, refusal: str | None = None, status: str = "completed"
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if text:
+        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    if refusal:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {
+        "type": "message",
+        "id": new_id("msg"),
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {
+        "type": "function_call",
+        "id": new_id("fc"),
+        "call_id": call.get("id") or new_id("call"),
+        "name": function.get("name") or "",
+        "arguments": function.get("arguments") or "",
+        "status": status,
+    }
+
+
+def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str, Any]:
+    """The response completed (or cut short by the token limit)."""
+    if finish_reason == "length":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "max_output_tokens"}
+    elif finish_reason == "content_filter":
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": "content_filter"}
+    else:
+        response["status"] = "completed"
+    response["usage"] = response_usage(usage)
+    return response
+
+
+def response_from_chat(
+    completion: dict[str, Any], body: dict[str, Any], response_id: str
+) -> dict[str, Any]:
+    """A chat completion as the Response to `body`."""
+    response = response_shell(body, response_id, str(completion.get("model") or body["model"]))
+    if isinstance(completion.get("created"), int):
+        response["created_at"] = completion["created"]
+    choices = completion.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    output: list[dict[str, Any]] = []
+    thought = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(thought, str) and thought:
+        output.append(reasoning_item(thought, status))
+    content = message.get("content")
+    refusal = message.get("refusal")
+    if content or refusal:
+        output.append(message_item(str(content or ""), refusal, status))
+    for call in message.get("tool_calls") or []:
+        if isinstance(call, dict):
+            output.append(function_call_item(call, status))
+    response["output"] = output
+    return finish(response, choice.get("finish_reason"), completion.get("usage"))
+
+
+def record_of_output(output: Any) -> dict[str, Any]:
+    """A Response's output as the step record keeps an answer: text and tool calls."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in output if isinstance(output, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    texts.append(str(part.get("text", "")))
+        elif item.get("type") == "function_call":
+            calls.append(
+                {
+                    "id": item.get("call_id"),
+                    "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+                }
+            )
+    return {"content": "".join(texts) or None, "tool_calls": calls or None}

@@ -1,0 +1,60 @@
+"""`/v1/responses`: create (an agent step, like a chat completion), read, list its input
+items, and delete a stored response."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.http import (
+    SseResponse,
+    caller_of,
+    json_response,
+    read_json_object,
+    trace_of,
+    until_disconnected,
+)
+from server.responses.checks import check_responses_body
+from server.responses.service import ResponsesService
+from server.routes.openai import session_id_of
+
+
+async def create_response(request: Request) -> Response:
+    app = request.app.state
+    caller, trace = caller_of(request), trace_of(request)
+    body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
+    check_responses_body(body)
+    session = session_id_of(request, body)
+    service: ResponsesService = app.responses
+    reply = await until_disconnected(request, service.create(caller, body, raw, trace, session))
+    if reply.stream is not None:
+        return SseResponse(reply.stream)
+    assert reply.body is not None
+    return json_response(reply.body)
+
+
+async def get_response(request: Request) -> Response:
+    service: ResponsesService = request.app.state.responses
+    body = await service.get(caller_of(request), request.path_params["response_id"])
+    return json_response(body)
+
+
+async def list_input_items(request: Request) -> Response:
+    service: ResponsesService = request.app.state.responses
+    body = await service.input_items(caller_of(request), request.path_params["response_id"])
+    return json_response(body)
+
+
+async def delete_response(request: Request) -> Response:
+    service: ResponsesService = request.app.state.responses
+    body = await service.delete(caller_of(request), request.path_params["response_id"])
+    return json_response(body)
+
+
+routes = [
+    Route("/v1/responses", create_response, methods=["POST"]),
+    Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+]
