@@ -62,7 +62,7 @@ def check_routed_step(body: dict[str, Any], raw: bytes, *, max_n: int) -> None:
         value = body.get(param)
         if value is not None and not (_is_integer(value) and value >= 1):
             raise InvalidRequest(f"'{param}' must be an integer of at least 1.", param=param)
-    _check_nesting(body, raw)
+    check_nesting(body, raw)
 
 
 def _check_text_parts(content: Any, i: int) -> None:
@@ -85,7 +85,9 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_nesting(body: dict[str, Any], raw: bytes) -> None:
+def check_nesting(body: dict[str, Any], raw: bytes) -> None:
+    """Refuse a body nested too deeply to be written again (the step record, the upstream's
+    request): a 400 naming the parameter, never a failure half-way through the step."""
     # Nesting needs an opening bracket per level: most bodies are cleared by counting them,
     # and the rest by orjson, which refuses what is too deep for the step record (the body
     # one level down) in C; only a body it refuses is walked, to name the parameter.

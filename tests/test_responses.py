@@ -79,6 +79,13 @@ def sdk(rproxy: RunningProxy) -> Iterator[openai.OpenAI]:
         yield client
 
 
+@pytest.fixture
+def chained(rproxy: RunningProxy) -> Iterator[openai.OpenAI]:
+    """A client naming no session: a chain of responses is one."""
+    with openai.OpenAI(base_url=f"{rproxy.url}/v1", api_key=KEYS["acme"], max_retries=0) as client:
+        yield client
+
+
 def steps(proxy: RunningProxy, count: int) -> list[dict[str, Any]]:
     """The step records, once `count` are logged (escalated steps also log agreement checks)."""
     found: list[dict[str, Any]] = []
@@ -184,14 +191,13 @@ def test_a_streamed_response_sends_typed_events_ending_in_completed(
 @BOTH
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_function_call_round_trip_on_a_chain(
-    sdk: openai.OpenAI,
+    chained: openai.OpenAI,
     rproxy: RunningProxy,
     fake_upstream: FakeUpstream,
     route: str,
     path: str,
     stream: bool,
 ) -> None:
-    chained = openai.OpenAI(base_url=f"{rproxy.url}/v1", api_key=KEYS["acme"], max_retries=0)
     first = _create(chained, stream, model=route, input="What is 6*7?", tools=TOOLS)
     (call,) = first.output
     assert call.type == "function_call" and call.name == "calc"
@@ -238,8 +244,10 @@ def _create(client: openai.OpenAI, stream: bool, **params: Any) -> Response:
     return events[-1].response
 
 
-def test_a_chain_is_one_session_and_spends_one_budget(rproxy: RunningProxy) -> None:
-    client = openai.OpenAI(base_url=f"{rproxy.url}/v1", api_key=KEYS["acme"], max_retries=0)
+def test_a_chain_is_one_session_and_spends_one_budget(
+    rproxy: RunningProxy, chained: openai.OpenAI
+) -> None:
+    client = chained
     actions, previous = [], None
     for turn in range(3):
         raw = client.responses.with_raw_response.create(
@@ -301,6 +309,13 @@ def test_get_delete_and_tenants(rproxy: RunningProxy, sdk: openai.OpenAI) -> Non
     assert len(steps(rproxy, 1)) == 1  # reading and deleting are not steps
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 REFUSED = [
     ({"model": "always"}, "input"),
     ({"model": "always", "input": 3}, "input"),
@@ -320,6 +335,10 @@ REFUSED = [
     # on a route whose upstreams speak Responses, a step with nothing the helper can read
     ({"model": "always-native", "input": [{"type": "item_reference", "id": "m"}]}, "input"),
     ({"model": 5, "input": "x"}, "model"),
+    ({"model": "echo", "input": "x", "conversation": "conv_1"}, "conversation"),
+    ({"model": "n-echo", "input": "x", "background": True}, "background"),
+    ({"model": "echo", "input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
+    ({"model": "n-echo", "input": "x", "extra": _nested(300)}, "extra[0][0]"),
 ]
 
 

@@ -7,15 +7,27 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import InvalidRequest
-from server.validation import require_model
+from server.validation import check_nesting, require_model
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 MIN_OUTPUT_TOKENS = 16  # OpenAI's minimum for max_output_tokens
 
 
-def check_responses_body(body: dict[str, Any]) -> None:
+# Features of OpenAI's service the proxy does not provide: refused rather than ignored.
+UNSUPPORTED = {
+    "conversation": "Conversations are not kept by this proxy: chain responses with "
+    "previous_response_id.",
+    "background": "Background responses are not supported by this proxy: send stream=true to "
+    "read a long answer as it is written.",
+}
+
+
+def check_responses_body(body: dict[str, Any], raw: bytes) -> None:
     require_model(body)
+    for param, why in UNSUPPORTED.items():
+        if body.get(param) not in (None, False):
+            raise InvalidRequest(why, param=param, code="unsupported_parameter")
     value = body.get("input")
     if value is None and not body.get("previous_response_id"):
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")
@@ -66,6 +78,8 @@ def check_responses_body(body: dict[str, Any]) -> None:
         raise InvalidRequest(
             "tool_choice.name must be a non-empty string.", param="tool_choice.name"
         )
+    # Every request is written again (to the upstream, the response store, the step log).
+    check_nesting(body, raw)
 
 
 def _check_item(item: Any, i: int) -> None:

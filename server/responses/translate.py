@@ -203,6 +203,13 @@ def chat_request(
     body: dict[str, Any], items: list[dict[str, Any]], *, strict: bool
 ) -> dict[str, Any]:
     """The chat completion request that carries this Responses request's step."""
+    if strict and body.get("prompt") is not None:
+        raise InvalidRequest(
+            "Stored prompts (`prompt`) cannot be used with this model: its upstream is reached "
+            "through chat completions; send the prompt's text as input.",
+            param="prompt",
+            code="unsupported_parameter",
+        )
     request = {k: v for k, v in body.items() if k not in RESPONSES_ONLY}
     request["messages"] = chat_messages(items, body.get("instructions"), strict=strict)
     tools = chat_tools(body.get("tools") or [], strict=strict)

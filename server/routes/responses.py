@@ -24,7 +24,7 @@ async def create_response(request: Request) -> Response:
     app = request.app.state
     caller, trace = caller_of(request), trace_of(request)
     body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
-    check_responses_body(body)
+    check_responses_body(body, raw)
     session = session_id_of(request, body)
     service: ResponsesService = app.responses
     reply = await until_disconnected(request, service.create(caller, body, raw, trace, session))
