@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             add_arguments(train)
     elif command == "demo":
         try:
-            from training.demo.cli import add_arguments as add_demo_arguments
+            from demo.cli import add_arguments as add_demo_arguments
         except ImportError as exc:
             demo.set_defaults(missing=exc)
         else:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_train(args)
     if args.command == "demo":
-        from training.demo.cli import run as run_demo
+        from demo.cli import run as run_demo
 
         return run_demo(args)
     parser.error(f"unknown command {args.command}")

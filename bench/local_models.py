@@ -52,10 +52,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
+    from demo.proxy import ProxyProcess
     from server.local.llama import LlamaServer
     from server.local.models import STRONG, WEAK, assemble
     from server.local.process import free_port
-    from training.demo.proxy import ProxyProcess
 
     with tempfile.TemporaryDirectory() as tmp:
         servers = {

@@ -3,7 +3,7 @@
     python bench/training.py                       # 10k, 100k and 1M logged steps
     python bench/training.py --steps 10000 --dp-only
 
-Logs come from the simulated world (training/simworld.py) with content captured, as a
+Logs come from the simulated world (demo/sim/world.py) with content captured, as a
 tenant with capture_content writes them; generating them is not timed. Each size runs
 `escalator train` in its own process (so peak memory is that run's alone), pinned to the
 machine's two cores, with the default hashed embedding and one target budget per
@@ -31,7 +31,7 @@ STEPS_PER_SESSION = 4.75  # measured mean of the simulated world's episodes
 
 
 def generate(directory: Path, steps: int) -> int:
-    from training.simworld import write_logs
+    from demo.sim.world import write_logs
 
     sessions = int(steps / STEPS_PER_SESSION)
     return write_logs(directory, sessions, seed=11, budget=3, segment_sessions=20_000)

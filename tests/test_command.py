@@ -30,7 +30,7 @@ print(",".join(loaded))
 
 
 def test_serve_loads_no_training_code() -> None:
-    heavy = ["training", "numpy", "rich", "httpx", "sklearn", "torch"]
+    heavy = ["training", "demo", "numpy", "rich", "httpx", "sklearn", "torch"]
     result = subprocess.run(
         [sys.executable, "-c", SERVE_IMPORT_PATH, *heavy],
         cwd=ROOT,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from demo.episodes import SimWorkload
+from demo.loop import DemoConfig, DemoUpstreams, run_demo
+from demo.sim.upstream import SimUpstream
 from router.artifacts import load_artifact
-from training.demo.episodes import SimWorkload
-from training.demo.loop import DemoConfig, DemoUpstreams, run_demo
-from training.simupstream import SimUpstream
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_a_run_never_trains_on_an_earlier_runs_logs(
     assert "already holds step logs of an earlier run" in done.stderr
     assert "--dir" in done.stderr
 
-    from training.demo.cli import run_directory
+    from demo.cli import run_directory
 
     monkeypatch.chdir(tmp_path)
     runs = [run_directory(None, "sim"), run_directory(None, "sim"), run_directory(None, "local")]

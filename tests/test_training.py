@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demo.sim.world import SimWorld, evaluate, policy_behaviour, random_behaviour, write_logs
 from router.artifacts import load_artifact
 from router.policies.base import PolicyContext, build_policy
 from router.state import FEATURE_NAMES
 from training.dataset import DatasetError, load_dataset
 from training.pipeline import TrainConfig, TrainResult, train
-from training.simworld import SimWorld, evaluate, policy_behaviour, random_behaviour, write_logs
 
 CONTEXT = PolicyContext("agent", "strong")
 CAP = 3

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demo.sim.world import write_logs
 from tests.fake_upstream import FakeUpstream
 from training.dataset import load_dataset
 from training.pipeline import TrainConfig, train
 from training.prm import PrmConfig, StateInputs
 from training.prm_judge import JudgeError, JudgePrm
-from training.simworld import write_logs
 
 
 def inputs_of(texts: list[str]) -> StateInputs:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from demo.sim.world import write_logs
 from router.artifacts import load_artifact
 from tests.helpers import policy_of_next_step as next_step_policy
 from tests.servers import KEYS, RunningProxy
 from training.pipeline import TrainConfig, train
 from training.rollout import install
-from training.simworld import write_logs
 
 ADMIN_KEY = "admin-rollout"
 

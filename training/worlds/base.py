@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from demo.sim.world import Behaviour, policy_behaviour, random_behaviour, step_record
 from router.decision import BASE, BudgetView, Decision
 from router.state import Message, StepState
-from training.simworld import Behaviour, policy_behaviour, random_behaviour, step_record
 
 __all__ = [
     "INTERVENTION",

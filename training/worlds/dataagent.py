@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from demo.sim.world import Episode as SimEpisode
+from demo.sim.world import SimWorld, WorldConfig
 from router.state import Message
-from training.simworld import Episode as SimEpisode
-from training.simworld import SimWorld, WorldConfig
 
 
 @dataclass

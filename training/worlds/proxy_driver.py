@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 
+from demo.proxy import ProxyProcess, key_digest
+from demo.sim.upstream import SimUpstream
 from server.local.process import free_port
-from training.demo.proxy import ProxyProcess, key_digest
-from training.simupstream import SimUpstream
 from training.worlds.base import INTERVENTION, World
 
 ROUTE = "agent"

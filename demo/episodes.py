@@ -2,7 +2,7 @@
 
 A workload knows how to play one task through a route of a running proxy and whether it
 succeeded; the demo loop only counts. `SimWorkload` plays the SIMULATED world
-(training/simworld.py) against simulated upstreams; `training/demo/gym.py` has the real one.
+(demo/sim/world.py) against simulated upstreams; `demo/gym.py` has the real one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import httpx
 
-from training.simworld import SimWorld, answer_was_right
+from demo.sim.world import SimWorld, answer_was_right
 
 QUERY_TOOL = {
     "type": "function",

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from demo.episodes import SimWorkload, Workload
+from demo.loop import DemoConfig, DemoResult, DemoUpstreams, PolicyResult, run_demo
 from training.cli import progress_stages
-from training.demo.episodes import SimWorkload, Workload
-from training.demo.loop import DemoConfig, DemoResult, DemoUpstreams, PolicyResult, run_demo
 
 SIZES = {  # (collect, eval) tasks
     ("sim", True): (600, 300),
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
         seed=args.seed,
         workers=args.workers or (8 if args.world == "sim" else 1),
     )
-    from training.demo.local import DemoSetupError
-    from training.demo.proxy import ProxyError
+    from demo.local import DemoSetupError
+    from demo.proxy import ProxyError
 
     try:
         with (
@@ -116,7 +116,7 @@ def run_directory(given: str | None, world: str) -> Path:
 @contextmanager
 def _world(world: str, console: Console) -> Iterator[tuple[Workload, DemoUpstreams]]:
     if world == "sim":
-        from training.simupstream import SimUpstream
+        from demo.sim.upstream import SimUpstream
 
         upstream = SimUpstream().start()
         try:
@@ -132,7 +132,7 @@ def _world(world: str, console: Console) -> Iterator[tuple[Workload, DemoUpstrea
         finally:
             upstream.stop()
         return
-    from training.demo.local import local_world
+    from demo.local import local_world
 
     with local_world(console) as pair:
         yield pair

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from training.demo.episodes import EpisodeResult, escalated, had_budget, report_outcome
+from demo.episodes import EpisodeResult, escalated, had_budget, report_outcome
 
 # A graded mix, so that the weak model solves some tasks and not others: short expressions
 # with small numbers, longer chains of sums, and arithmetic word problems.

@@ -2,7 +2,7 @@
 models answer the world's steps with the world's competences, and no model at all.
 
 `sim-weak` and `sim-strong` (any model name containing "strong" is strong) answer a chat
-completion with the simulated model's tool call (training/simworld.py `sim_answer`), drawn
+completion with the simulated model's tool call (demo/sim/world.py `sim_answer`), drawn
 from a generator seeded by the request itself, so the same state asked of the same model
 gets the same answer. It runs on a thread of its own with aiohttp, as a real server on
 127.0.0.1, so the proxy in front of it is exercised exactly as in production.
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from training.simworld import WorldConfig, sim_answer
+from demo.sim.world import WorldConfig, sim_answer
 
 MODELS = ("sim-weak", "sim-strong")
 

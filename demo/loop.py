@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from demo.episodes import EpisodeResult, Workload
+from demo.proxy import ProxyProcess, key_digest
 from server.local.process import free_port
-from training.demo.episodes import EpisodeResult, Workload
-from training.demo.proxy import ProxyProcess, key_digest
 
 
 @dataclass(frozen=True)

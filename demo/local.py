@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+from demo.gym import GymWorkload
+from demo.loop import DemoUpstreams
 from server.local.embedded import BEST_OF_N
 from server.local.models import STRONG, WEAK, ModelSetupError, assemble
-from training.demo.gym import GymWorkload
-from training.demo.loop import DemoUpstreams
 
 
 class DemoSetupError(RuntimeError):
