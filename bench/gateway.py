@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,10 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.settings import hash_api_key  # noqa: E402
-from tests.servers import free_port  # noqa: E402
 
 KEY = "sk-bench"
 LOAD_CORE, PROXY_CORE = 0, 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def agent_body(model: str, turn: int, stream: bool = False) -> dict[str, Any]:

@@ -43,7 +43,17 @@ from typing import Any
 import aiohttp
 import orjson
 import tomli_w
-from gateway import KEY, LOAD_CORE, PROXY_CORE, ROOT, agent_body, proxy_config, start, wait_up
+from gateway import (
+    KEY,
+    LOAD_CORE,
+    PROXY_CORE,
+    ROOT,
+    agent_body,
+    free_port,
+    proxy_config,
+    start,
+    wait_up,
+)
 
 ROUTES = {"always": 0.3, "random": 0.25, "agent": 0.15, "never": 0.3}  # agent: threshold
 NO_SESSION, HOT, STREAM, HANGUP, BAD = 0.25, 0.1, 0.5, 0.2, 0.02
@@ -252,12 +262,6 @@ def report(t: Tally, limit: int, sessions: bool) -> int:
         print(f"    sessions with escalations: {len(t.received):,}; most escalated answers")
         print(f"    received in one: {most} (C = {limit}); overruns: {len(over)} {dict(over)}")
     return len(over)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
