@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -23,7 +24,6 @@ from server.responses.translate import (
     function_call_item,
     message_item,
     reasoning_item,
-    record_of_output,
 )
 from server.streaming import SseRelay
 
@@ -267,18 +267,19 @@ class ResponsesRelay:
             yield b"".join(sse(e) for e in opening)
         buffer = bytearray()
         ended = False
-        async for chunk in self.relay:
-            out: list[bytes] = []
-            for payload in data_payloads(buffer, chunk):
-                if ended:
-                    continue
-                events, ended = self._read(payload)
-                for event in events:
-                    if event["type"] in FINAL:
-                        await self._store(event["response"])
-                    out.append(sse(event))
-            if out:
-                yield b"".join(out)
+        async with aclosing(aiter(self.relay)) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                out: list[bytes] = []
+                for payload in data_payloads(buffer, chunk):
+                    if ended:
+                        continue
+                    events, ended = self._read(payload)
+                    for event in events:
+                        if event["type"] in FINAL:
+                            await self._store(event["response"])
+                        out.append(sse(event))
+                if out:
+                    yield b"".join(out)
 
     def _read(self, payload: bytes) -> tuple[list[Event], bool]:
         """The events of one payload, and whether the stream has ended."""
@@ -306,8 +307,3 @@ class ResponsesRelay:
 
     def finish(self) -> None:
         self.relay.finish()
-
-
-def recorded(response: dict[str, Any]) -> dict[str, Any]:
-    """A final response as the step record keeps its answer."""
-    return record_of_output(response.get("output"))
