@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,51 +168,3 @@ def _total_usage(completions: list[dict[str, Any]]) -> dict[str, int]:
             if isinstance(value, int):
                 total[key] += value
     return total
-
-
-class ReplayStream:
-    """A complete chat completion replayed as SSE events, shaped like an upstream stream
-    (OpenAI's chunk format), for clients that asked to stream a best-of-N step."""
-
-    def __init__(self, upstream: Upstream, completion: dict[str, Any], request: dict[str, Any]):
-        """`request` is the client's body: a usage event is sent if it asked for one."""
-        self.upstream = upstream
-        self.started = time.perf_counter()
-        self._completion = completion
-        self._include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for event in self._events():
-            yield b"data: " + orjson.dumps(event) + b"\n\n"
-        yield b"data: [DONE]\n\n"
-
-    def _events(self) -> list[dict[str, Any]]:
-        c = self._completion
-        head = {
-            "id": c.get("id", "chatcmpl-escalator"),
-            "object": "chat.completion.chunk",
-            "created": c.get("created", int(time.time())),
-            "model": c.get("model", ""),
-        }
-        choice = c["choices"][0]
-        message = choice.get("message") or {}
-        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [
-                {"index": i, **call} for i, call in enumerate(message["tool_calls"])
-            ]
-        events = [
-            {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-            {
-                **head,
-                "choices": [
-                    {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}
-                ],
-            },
-        ]
-        if self._include_usage:
-            events.append({**head, "choices": [], "usage": c.get("usage")})
-        return events
-
-    def close(self) -> None:
-        """Nothing to release: the answer is already in memory."""

@@ -26,7 +26,6 @@ from router.budget import (
     tenant_day_key,
 )
 from router.decision import BASE, Decision
-from server.deciding import Decider
 from server.errors import (
     EscalatorError,
     NotFound,
@@ -34,12 +33,13 @@ from server.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from server.interventions import ReplayStream, best_of_n, with_reasoning
+from server.interventions import best_of_n, with_reasoning
 from server.metrics import Metrics
 from server.plans import RoutePlan, Target
+from server.policy_calls import Decider
 from server.settings import BestOfNIntervention, ReasoningIntervention, Settings
 from server.steplog import StepLog
-from server.streaming import ChunkSource, SseRelay, StreamTranscript
+from server.streaming import ChunkSource, CompletionStream, SseRelay, StreamTranscript
 from server.tenancy import Caller
 from server.trace import StepTrace, UpstreamCall
 from server.upstreams import UpstreamReply, Upstreams
@@ -285,7 +285,7 @@ class ChatService:
                 result: UpstreamReply | ChunkSource = chosen.reply
                 if stream:
                     self._read_reply(caller, chosen.reply, trace)  # sampled: measured now
-                    result = ReplayStream(upstream, chosen.reply.data, body)
+                    result = CompletionStream(upstream, chosen.reply.data, body)
             else:
                 path = "chat/completions"
                 if wire is not None:
@@ -339,7 +339,7 @@ class ChatService:
             data = {**data, "choices": [{**c, "logprobs": None} for c in data["choices"]]}
         if body.get("stream") is True:
             assert trace.draft is not None
-            return ReplayStream(self.upstreams[trace.draft.name], data, body)
+            return CompletionStream(self.upstreams[trace.draft.name], data, body)
         raw = draft.body if data is draft.data else orjson.dumps(data)
         return UpstreamReply(raw, data, draft.latency_ms)
 
@@ -379,7 +379,7 @@ class ChatService:
         def finish(transcript: StreamTranscript) -> None:
             call = trace.upstream
             assert call is not None
-            if not isinstance(upstream, ReplayStream):  # a replay was measured when sampled
+            if not isinstance(upstream, CompletionStream):  # a replay was measured when sampled
                 self._observe_stream(call, transcript)
             if transcript.error is not None:
                 call.error = transcript.error.message

@@ -3,7 +3,8 @@
 Bytes reach the client exactly as the upstream sent them, as they arrive. On the side, a
 `StreamTranscript` parses the events to learn what the step record needs: the text, the
 tool calls, token usage, the time to the first token, and whether `[DONE]` arrived; and
-what the budget needs: whether any of the answer reached the client.
+what the budget needs: whether any of the answer reached the client. A complete answer (a
+best-of-N choice, a served draft) goes out the same way, as a `CompletionStream`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from server.upstreams import Upstream
 
 
 class ChunkSource(Protocol):
-    """Where a streamed body comes from: an upstream's open stream, or a replay."""
+    """Where a streamed body comes from: an upstream's open stream, or a complete answer
+    (`CompletionStream`)."""
 
     upstream: Upstream
     started: float
@@ -27,6 +29,55 @@ class ChunkSource(Protocol):
     def chunks(self) -> AsyncIterator[bytes]: ...
 
     def close(self) -> None: ...
+
+
+class CompletionStream:
+    """A complete chat completion sent as SSE events, shaped like an upstream stream
+    (OpenAI's chunk format): a best-of-N answer, or a served draft, for a client that asked
+    to stream."""
+
+    def __init__(self, upstream: Upstream, completion: dict[str, Any], request: dict[str, Any]):
+        """`request` is the client's body: a usage event is sent if it asked for one."""
+        self.upstream = upstream
+        self.started = time.perf_counter()
+        self._completion = completion
+        self._include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for event in self._events():
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    def _events(self) -> list[dict[str, Any]]:
+        c = self._completion
+        head = {
+            "id": c.get("id", "chatcmpl-escalator"),
+            "object": "chat.completion.chunk",
+            "created": c.get("created", int(time.time())),
+            "model": c.get("model", ""),
+        }
+        choice = c["choices"][0]
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [
+                {"index": i, **call} for i, call in enumerate(message["tool_calls"])
+            ]
+        events = [
+            {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {
+                **head,
+                "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}
+                ],
+            },
+        ]
+        if self._include_usage:
+            events.append({**head, "choices": [], "usage": c.get("usage")})
+        return events
+
+    def close(self) -> None:
+        """Nothing to release: the answer is already in memory."""
 
 
 class StreamTranscript:
