@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.artifacts import HelperArtifact, load_artifact
-from router.policies import Policy, PolicyContext, build_policy
+from router.artifacts import ArtifactError, HelperArtifact, load_artifact
+from router.policies import Policy, PolicyConfigError, PolicyContext, build_policy
 from router.state import FEATURE_NAMES
 from server.settings import BestOfNIntervention, InterventionSettings, ModelRef, RouteSettings
 
@@ -75,5 +75,8 @@ def _target(kind: str, ref: ModelRef) -> Target:
 def _intervention_target(iv: InterventionSettings) -> Target:
     prm = None
     if isinstance(iv, BestOfNIntervention) and iv.prm is not None:
-        prm = load_artifact(iv.prm, FEATURE_NAMES)
+        try:
+            prm = load_artifact(iv.prm, FEATURE_NAMES)
+        except ArtifactError as exc:  # refused on reload like a helper: the running plans stay
+            raise PolicyConfigError(f"intervention {iv.kind!r} prm: {exc}") from None
     return Target(iv.kind, iv.upstream, iv.model, iv, prm)

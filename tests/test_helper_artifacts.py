@@ -185,6 +185,28 @@ def test_reload_swaps_in_a_new_helper_and_refuses_a_bad_one(
     assert policy_of_next_step() == after  # the running helper stayed
 
 
+def test_reload_refuses_a_broken_prm_verifier(
+    start_proxy: StartProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A best-of-N verifier's PRM is re-read on reload too, and refused like a helper."""
+    monkeypatch.setenv("ESCALATOR_TEST_ADMIN_KEY", ADMIN_KEY)
+    prm = write_helper(tmp_path / "prm")
+    best_of_n = {"kind": "best_of_n", "upstream": "strong", "model": "strong-model"}
+    route = {
+        "base": {"upstream": "weak", "model": "weak-model"},
+        "policy": {"kind": "never"},
+        "interventions": [{**best_of_n, "verifier": "prm", "prm": str(prm)}],
+    }
+    proxy = start_proxy(
+        routes={"sampled": route}, server={"admin_key_env": "ESCALATOR_TEST_ADMIN_KEY"}
+    )
+    (prm / "weights.json").write_text('{"bias": NaN}')
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    refused = httpx.post(f"{proxy.url}/admin/helpers/reload", headers=admin)
+    assert refused.status_code == 409
+    assert "bias must be a finite number" in refused.json()["error"]["message"]
+
+
 def test_reload_needs_the_admin_key(
     start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
