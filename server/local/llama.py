@@ -4,6 +4,10 @@ llama-cpp-python's server holds one model per process and speaks the OpenAI API,
 local upstream is a child process that Escalator starts, waits for, and stops. Its output
 goes to a log file beside the proxy's data (it is chatty), and a server that dies while
 starting is reported with the tail of that log.
+
+The child runs llama-cpp-python's server through `server.local.llama_chat`, whose chat
+format (`escalator-tools`: the model's own chat template) answers with OpenAI tool calls
+rather than the model's `<tool_call>` text (server/local/tool_calls.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from urllib.request import urlopen
 from server.local.models import ModelSetupError
 from server.local.process import free_port, log_tail, start_child, stop_process_group
 
+# The chat format server.local.llama_chat registers in the child.
+CHAT_FORMAT = "escalator-tools"
+
 
 @dataclass
 class LlamaServer:
@@ -30,7 +37,7 @@ class LlamaServer:
     port: int = 0
     n_ctx: int = 4096
     threads: int = max(os.cpu_count() or 1, 1)
-    chat_format: str | None = None
+    chat_format: str = CHAT_FORMAT
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -48,7 +55,7 @@ class LlamaServer:
         command = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "server.local.llama_chat",
             "--model",
             str(self.model_path),
             "--model_alias",
@@ -61,9 +68,9 @@ class LlamaServer:
             str(self.n_ctx),
             "--n_threads",
             str(self.threads),
+            "--chat_format",
+            self.chat_format,
         ]
-        if self.chat_format:
-            command += ["--chat_format", self.chat_format]
         self.process = start_child(command, self.log_path)
         return self
 
