@@ -95,6 +95,13 @@ class Metrics:
             ["tenant", "route", "kind", "result"],
             registry=r,
         )
+        self.agreement_checks = Counter(
+            "escalator_agreement_checks_total",
+            "Escalated steps whose base model was also asked (after the answer), by whether "
+            "it would have answered the same: agree, disagree, or failed (no answer).",
+            ["tenant", "route", "result"],
+            registry=r,
+        )
         self.budget_denials = Counter(
             "escalator_budget_denials_total",
             "Escalations the budget refused: the step went to the base model.",

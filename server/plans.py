@@ -34,6 +34,7 @@ class RoutePlan:
     decision_timeout_s: float
     shadow: Policy | None = None  # decides beside the policy without acting
     after_draft: bool = False  # the base model answers first; the helper sees the draft
+    agreement_checks: bool = True  # escalated steps: would the base have answered the same?
 
     @classmethod
     def build(cls, name: str, settings: RouteSettings, seed: int | None = None) -> RoutePlan:
@@ -52,6 +53,7 @@ class RoutePlan:
             decision_timeout_s=settings.decision_timeout_ms / 1000,
             shadow=shadow,
             after_draft=settings.decide == "after_draft",
+            agreement_checks=settings.agreement_checks,
         )
 
     @property

@@ -26,6 +26,7 @@ from router.budget import (
     tenant_day_key,
 )
 from router.decision import BASE, Decision
+from server.agreement import agreement, agreement_record
 from server.errors import (
     EscalatorError,
     NotFound,
@@ -325,6 +326,7 @@ class ChatService:
             trace.upstream = call
             raise
         call.status, call.latency_ms = 200, draft.latency_ms
+        trace.draft_message = _first_message(draft.data)
         self.metrics.upstream_latency.labels(upstream.name).observe(draft.latency_ms / 1000)
         self._count_usage(caller, call, draft.data.get("usage"))
         return draft
@@ -440,6 +442,72 @@ class ChatService:
             body.get("messages"), caller.settings.capture_content, self.config_hash
         )
         self.steplog.submit(record)
+        self._check_agreement(caller, body, trace)
+
+    # -- agreement checks (server/agreement.py) ---------------------------------------------
+
+    def _check_agreement(self, caller: Caller, body: dict[str, Any], trace: StepTrace) -> None:
+        """On an escalated step whose answer went out, compare it with the base model's answer
+        (the draft where there is one, else a base call in the background)."""
+        route = self.routes.get(trace.route or "")
+        call = trace.upstream
+        if (
+            route is None
+            or not route.agreement_checks
+            or trace.one_step
+            or trace.step is None
+            or trace.action in (BASE, "none")
+            or trace.response is None
+            or call is None
+            or call.error is not None
+        ):
+            return
+        if trace.draft_message is not None:
+            self._log_agreement(caller, trace, trace.draft_message, trace.draft)
+            return
+        self.spawn(self._ask_base(caller, route, body, trace))
+
+    async def _ask_base(
+        self, caller: Caller, route: RoutePlan, body: dict[str, Any], trace: StepTrace
+    ) -> None:
+        skipped = ("stream", "stream_options", "n")
+        request = {k: v for k, v in body.items() if k not in skipped}
+        request["model"] = route.base.model
+        upstream = self.upstreams[route.base.upstream]
+        call = UpstreamCall(upstream.name, route.base.model)
+        try:
+            reply = await upstream.complete("chat/completions", orjson.dumps(request))
+        except EscalatorError as exc:
+            call.status, call.error = exc.status, exc.message
+            self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            self.metrics.agreement_checks.labels(caller.tenant, route.name, "failed").inc()
+            return
+        call.status, call.latency_ms = 200, reply.latency_ms
+        self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
+        self._count_usage(caller, call, reply.data.get("usage"))
+        self._log_agreement(caller, trace, _first_message(reply.data), call)
+
+    def _log_agreement(
+        self,
+        caller: Caller,
+        trace: StepTrace,
+        base: dict[str, Any],
+        call: UpstreamCall | None,
+    ) -> None:
+        assert trace.step is not None
+        value = agreement(trace.response, base)
+        result = "agree" if value == 1.0 else "disagree"
+        self.metrics.agreement_checks.labels(caller.tenant, trace.route or "", result).inc()
+        record = agreement_record(
+            caller.tenant,
+            trace.session,
+            trace.step,
+            trace.request_id,
+            value,
+            call.record() if call is not None else {},
+            self.config_hash,
+        )
+        self.steplog.submit(record)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -450,6 +518,13 @@ class ChatService:
         """Wait for background work (refunds) before shutting down."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _first_message(data: dict[str, Any]) -> dict[str, Any]:
+    choices = data.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    return message if isinstance(message, dict) else {}
 
 
 def _spoken(wire: StepWire | None, target: Target) -> StepWire | None:

@@ -211,6 +211,11 @@ class RouteSettings(_Section):
     # "before": decide from the state alone. "after_draft": the base model answers first and
     # the helper also sees that draft (text, tool calls, token logprobs), as cascades do.
     decide: Literal["before", "after_draft"] = "before"
+    # On an escalated step, also ask the base model (after the answer has gone out) and log
+    # whether it would have answered the same: the trainer's clearest per-step signal of
+    # where intervening changes anything (server/agreement.py). Costs one base call per
+    # escalated step (none with decide = "after_draft": the draft is compared).
+    agreement_checks: bool = True
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
     # The most choices (`n`) a step may ask for: an escalated step buys them all for its cost.
     max_n: Annotated[int, Field(ge=1, le=128)] = 8

@@ -17,8 +17,12 @@ def user(text: str = "What is 2+2?") -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-def records(proxy: RunningProxy, count: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """Wait until the step log holds at least `count` records; return them all."""
+def records(
+    proxy: RunningProxy, count: int, timeout_s: float = 5.0, agreement: bool = False
+) -> list[dict[str, Any]]:
+    """Wait until the step log holds at least `count` records; return them all. Agreement
+    checks (written after an escalated step's answer, tests/test_agreement.py) are left out
+    unless asked for."""
     directory = Path(proxy.settings.storage.dir) / "logs"
     deadline = time.monotonic() + timeout_s
     found: list[dict[str, Any]] = []
@@ -29,6 +33,8 @@ def records(proxy: RunningProxy, count: int, timeout_s: float = 5.0) -> list[dic
             for line in path.read_bytes().splitlines()
             if line
         ]
+        if not agreement:
+            found = [r for r in found if r.get("kind") != "agreement"]
         if len(found) >= count:
             return found
         time.sleep(0.02)

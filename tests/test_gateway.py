@@ -348,7 +348,8 @@ def test_metrics_are_exposed_with_bounded_labels(client: httpx.Client) -> None:
     assert metric(client, "escalator_policy_latency_seconds_count", route="always") == 2
     assert metric(client, "escalator_upstream_latency_seconds_count", upstream="strong") == 2
     assert metric(client, "escalator_upstream_ttft_seconds_count", upstream="strong") == 1
-    assert metric(client, "escalator_tokens_total", type="prompt") == 22
+    # The strong model's (the agreement checks' base calls are counted on the weak upstream).
+    assert metric(client, "escalator_tokens_total", upstream="strong", type="prompt") == 22
     assert metric(client, "escalator_sessions_total", tenant="acme") == 1
     exposition = client.get("/metrics")
     assert exposition.headers["content-type"].startswith("text/plain")

@@ -10,6 +10,7 @@ escalates exactly at the hard step 90 % with one intervention per episode.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def silent_logs(sessions: int, seed: int = 0) -> Dataset:
         p_escalate=np.zeros(n, dtype=np.float32),
         features=features,
         reward=np.zeros(n),
+        agreement=np.full(n, np.nan),
         texts=None,
         digest="",
     )
@@ -199,3 +201,23 @@ def test_a_consensus_of_feature_only_learners_exports_without_text(
     export_choice(choice, matrix, evidence, tmp_path / "h", [0], {"kind": "hashed"}, {})
     artifact = load_artifact(tmp_path / "h")
     assert artifact.scorer.embedding is None and artifact.scorer.features == ("step",)
+
+
+def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> None:
+    from training.disagreement import checked, fit_disagreement
+
+    data = silent_logs(400)
+    rng = np.random.default_rng(1)
+    hard = data.features[:, 0] == 1
+    escalated = data.action == 1
+    # The base model differs from the intervention where it gets a hard step wrong (0.6).
+    differs = hard & (rng.random(data.n_steps) < 0.6)
+    checks = np.where(escalated, np.where(differs, 0.0, 1.0), np.nan)
+    with_checks = replace(data, agreement=checks)
+    rows = checked(with_checks)
+    assert (rows == escalated).all()
+    folds = session_folds(data.n_sessions, 5, 0)
+    fitted = fit_disagreement(with_checks, data.features, rows, folds, None, 10_000, 0)
+    assert fitted.scores[hard].min() > fitted.scores[~hard].max()  # every state, checked or not
+    # A label that never varies (a base model that always answers the same) is left out.
+    assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()

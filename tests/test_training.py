@@ -350,6 +350,34 @@ def test_step_feedback_is_summed_per_step_by_index_or_request_id(tmp_path: Path)
     assert summary.feedback == 4 and summary.feedback_unmatched == 1 and summary.malformed == 1
 
 
+def test_agreement_checks_are_read_per_step_by_index_or_request_id(tmp_path: Path) -> None:
+    write_logs(tmp_path / "logs", 30, seed=3, budget=2)
+    steps = [
+        json.loads(line)
+        for line in (tmp_path / "logs" / "sim-3-00000.jsonl").read_text().splitlines()
+        if '"kind":"step"' in line
+    ]
+    first, second = steps[0], steps[1]
+    checks = [
+        {"session": first["session"], "step": 0, "agreement": 1.0},
+        {"session": second["session"], "request_id": second["id"], "agreement": 0},
+        {"session": "nobody", "step": 0, "agreement": 1.0},
+        {"session": first["session"], "step": 0, "agreement": 2.0},
+        {"session": first["session"], "step": 0, "agreement": True},
+    ]
+    with (tmp_path / "logs" / "checks.jsonl").open("w") as handle:
+        for record in checks:
+            line = {"schema": 1, "kind": "agreement", "ts": 0.0, "tenant": "sim", **record}
+            handle.write(json.dumps(line) + "\n")
+    data, summary = load_dataset(tmp_path / "logs")
+    row = {(data.sessions[s], int(data.step[i])): i for i, s in enumerate(data.session)}
+    assert data.agreement[row[(f"sim/{first['session']}", 0)]] == 1.0
+    assert data.agreement[row[(f"sim/{second['session']}", second["step"])]] == 0.0
+    assert int((~np.isnan(data.agreement)).sum()) == 2
+    assert summary.agreement_checks == 3 and summary.malformed == 2
+    assert summary.feedback_unmatched == 0  # an unmatched check is not feedback
+
+
 def test_logs_without_exploration_train_the_dp_but_choose_no_helper(tmp_path: Path) -> None:
     from router.decision import BASE, Decision
     from training.worlds import base as worlds

@@ -5,6 +5,8 @@ Candidates (each a score per state, higher: escalate first):
   (training/advantage.py), for the outcome and, with step rewards, for the return and the
   step's own reward;
 - `PRM risk`: 1 − P(success), the PRM threshold policy;
+- `base disagreement`: where the base model's answers would differ from the
+  intervention's, learned from the proxy's agreement checks (training/disagreement.py);
 - `DP helper`: the paper's method (PRM bins → MDP → DP → an imitating helper), a fixed
   policy judged on the held-out sessions it was not trained on.
 
@@ -92,6 +94,7 @@ def score_candidates(
 
 
 CONSENSUS = "consensus"
+DISAGREEMENT = "base disagreement"  # training/disagreement.py
 
 
 def consensus(members: list[Candidate], informative: np.ndarray) -> Candidate:

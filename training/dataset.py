@@ -2,7 +2,9 @@
 
 Reads every `*.jsonl` and `*.jsonl.gz` file under a directory (the proxy's rotated segments,
 DESIGN.md "The step record"). Step feedback records (`kind: feedback`, a per-step reward the
-environment reported) are summed per step into `reward`. A step belongs to a trajectory
+environment reported) are summed per step into `reward`; agreement checks (`kind: agreement`,
+whether the base model would have answered an escalated step the same) go into `agreement`.
+A step belongs to a trajectory
 (s_0, a_0, ..., s_T, z) when it was routed (it has a decision), its session reported an
 outcome, and the session's steps are complete (indices 0..T-1 with none missing: a gap
 means a dropped log row, and a trajectory with a hole would teach the wrong transitions).
@@ -38,6 +40,7 @@ class LoadSummary:
     outcomes: int = 0
     feedback: int = 0
     feedback_unmatched: int = 0  # feedback for a step or session not in the logs
+    agreement_checks: int = 0
     unrouted_steps: int = 0  # pass-through models and one-step sessions: nothing decided
     other_route_steps: int = 0
     sessions_without_outcome: int = 0
@@ -49,7 +52,8 @@ class LoadSummary:
     def lines_of_text(self) -> list[str]:
         out = [
             f"{self.files} files, {self.lines:,} lines: {self.steps:,} steps, "
-            f"{self.outcomes:,} outcomes, {self.feedback:,} step feedback",
+            f"{self.outcomes:,} outcomes, {self.feedback:,} step feedback, "
+            f"{self.agreement_checks:,} agreement checks",
             f"used {self.steps_used:,} steps in {self.sessions_used:,} sessions",
         ]
         skipped = {
@@ -65,6 +69,11 @@ class LoadSummary:
             out.append(
                 "no step feedback (POST /v1/sessions/{id}/feedback): the helper learns from "
                 "session outcomes alone"
+            )
+        if not self.agreement_checks:
+            out.append(
+                "no agreement checks (a route's agreement_checks, on by default): escalated "
+                "steps do not say where the base model would have answered otherwise"
             )
         out += [f"  e.g. {example}" for example in self.malformed_examples]
         return out
@@ -95,6 +104,9 @@ class Dataset:
     p_escalate: np.ndarray
     features: np.ndarray  # float32, columns FEATURE_NAMES
     reward: np.ndarray  # per step: the environment's step rewards, summed (0 where none)
+    # per step: whether the base model would have answered it as the intervention did
+    # (1 agrees, 0 differs; NaN where not checked: base steps, or checks turned off)
+    agreement: np.ndarray
     texts: list[str] | None
     digest: str  # sha256 over every line read, in file order
 
@@ -141,6 +153,7 @@ class Dataset:
             p_escalate=self.p_escalate[rows],
             features=self.features[rows],
             reward=self.reward[rows],
+            agreement=self.agreement[rows],
             texts=None if self.texts is None else [self.texts[i] for i in rows],
             digest=self.digest,
         )
@@ -169,6 +182,7 @@ def load_dataset(
     steps: dict[tuple[str, str], list[_Row]] = {}
     outcomes: dict[tuple[str, str], float] = {}
     feedback: list[tuple[tuple[str, str], Any, Any, float]] = []
+    checks: list[tuple[tuple[str, str], Any, Any, float]] = []
     digest = hashlib.sha256()
     for record in _records(files, summary, digest):
         kind = record.get("kind")
@@ -183,6 +197,13 @@ def load_dataset(
                 continue
             summary.feedback += 1
             feedback.append((key, record.get("step"), record.get("request_id"), float(reward)))
+        elif kind == "agreement":
+            value = record.get("agreement")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                _malformed(summary, f"agreement for {key[1]}: not a number in [0, 1]")
+                continue
+            summary.agreement_checks += 1
+            checks.append((key, record.get("step"), record.get("request_id"), float(value)))
         elif kind == "step":
             summary.steps += 1
             if record.get("decision") is None or record.get("one_step"):
@@ -191,18 +212,21 @@ def load_dataset(
                 summary.other_route_steps += 1
             else:
                 steps.setdefault(key, []).append(_step_row(record, summary, text_chars))
-    rewards, reports = _step_rewards(steps, feedback, summary)
-    data = _assemble(steps, outcomes, rewards, reports, summary, digest.hexdigest())
+    rewards, reports = _per_step(steps, feedback, summary)
+    agreed, checked = _per_step(steps, checks)
+    agreement = {k: v / checked[k] for k, v in agreed.items()}
+    data = _assemble(steps, outcomes, rewards, reports, agreement, summary, digest.hexdigest())
     return data, summary
 
 
-def _step_rewards(
+def _per_step(
     steps: dict[tuple[str, str], list[_Row]],
     feedback: list[tuple[tuple[str, str], Any, Any, float]],
-    summary: LoadSummary,
+    summary: LoadSummary | None = None,
 ) -> tuple[dict[tuple[str, str, int], float], dict[tuple[str, str, int], int]]:
-    """Feedback summed per (tenant, session, step), and the records behind each sum; a
-    record names its step by index, or by the step's request id."""
+    """Per-step records' values summed per (tenant, session, step), and how many records
+    are behind each sum; a record names its step by index, or by the step's request id.
+    Feedback for no known step is counted in `summary`."""
     by_id = {
         (key, row.request_id): row.step
         for key, rows in steps.items()
@@ -217,7 +241,8 @@ def _step_rewards(
         else:
             index = by_id.get((key, str(request_id)))
         if index is None or key not in steps:
-            summary.feedback_unmatched += 1
+            if summary is not None:
+                summary.feedback_unmatched += 1
             continue
         out[(*key, index)] = out.get((*key, index), 0.0) + reward
         reports[(*key, index)] = reports.get((*key, index), 0) + 1
@@ -242,9 +267,12 @@ def _records(files: list[Path], summary: LoadSummary, digest: Any) -> Iterator[d
                         "step",
                         "outcome",
                         "feedback",
+                        "agreement",
                     ):
                         _malformed(
-                            summary, f"{path.name}:{number}: not a step, outcome or feedback record"
+                            summary,
+                            f"{path.name}:{number}: not a step, outcome, feedback or agreement "
+                            "record",
                         )
                         continue
                     yield record
@@ -313,6 +341,7 @@ def _assemble(
     outcomes: dict[tuple[str, str], float],
     rewards: dict[tuple[str, str, int], float],
     reports: dict[tuple[str, str, int], int],
+    agreement: dict[tuple[str, str, int], float],
     summary: LoadSummary,
     digest: str,
 ) -> Dataset:
@@ -366,6 +395,14 @@ def _assemble(
         .reshape(len(rows), len(FEATURE_NAMES))
         .copy(),
         reward=np.array(reward, dtype=np.float64),
+        agreement=np.array(
+            [
+                agreement.get((*key, r.step), np.nan)
+                for key, _, session_rows in kept
+                for r in session_rows
+            ],
+            dtype=np.float64,
+        ),
         texts=texts if len(texts) == len(rows) else None,  # None: some content not captured
         digest=digest,
     )

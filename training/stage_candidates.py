@@ -26,6 +26,7 @@ from training.advantage import (
     session_folds,
 )
 from training.candidates import (
+    DISAGREEMENT,
     Candidate,
     Choice,
     consensus,
@@ -33,6 +34,7 @@ from training.candidates import (
     score_candidates,
 )
 from training.dataset import Dataset
+from training.disagreement import checked, fit_disagreement
 from training.helper import Helper
 from training.linear import LinearModel
 from training.prm import StateInputs
@@ -127,7 +129,23 @@ def build_candidates(
     evidence = replace(evidence, pseudo=effects[0][0].pseudo)
     candidates = score_candidates(effects, prm, value)
     learners = [c for c in candidates if c.name != "PRM risk"]
-    return evidence, [consensus(learners, rows), *candidates]
+    default = consensus(learners, rows)
+    with_checks = checked(data)
+    if with_checks.any():
+        # The agreement checks label every escalated state; the effects share an episode's
+        # one outcome among its steps. The two sources weigh the same in the consensus
+        # (measured on the benchmark's worlds, the checks alone ranked the hidden hard steps
+        # best on all three; half and half was as good on two and kept most of it on the
+        # third).
+        learned = [
+            (fit_disagreement(data, design, with_checks, fold_of, scaled, max_rows, seed), text)
+            for design, text, scaled in designs
+        ]
+        differ, text = min(learned, key=lambda pair: pair[0].fit_error)
+        checks = Candidate(DISAGREEMENT, differ.scores, differ.model, text=text)
+        candidates.append(checks)
+        default = consensus([default, checks], rows)
+    return evidence, [default, *candidates]
 
 
 def dp_helper_candidate(

@@ -10,7 +10,9 @@ statistics only: nothing the harness writes or a policy sees carries it.
 `play` produces the records the proxy itself would write (DESIGN.md, "The step record"): a
 step record per step with the features the proxy computes, an outcome record per session,
 and, with `step_rewards`, one feedback record per step whose environment reward is nonzero,
-as an environment reporting progress to `POST /v1/sessions/{id}/feedback` would.
+as an environment reporting progress to `POST /v1/sessions/{id}/feedback` would. On an
+escalated step of a world that can say so (`agreement`), an agreement record, as the proxy's
+agreement check writes (server/agreement.py).
 
 Data collection mimics a tenant with exploration ε on the `never` policy: each step with
 budget left escalates with probability ε (logged propensity ε, `explored`), else stays on
@@ -112,6 +114,16 @@ def answers_rightly(
     return rng.random() < p_right
 
 
+def simulated_agreement(competence: Competence, seed: str, step: int, hard: bool) -> float:
+    """Whether the base model, asked an escalated step, answers as the intervention did: the
+    intervention's rightness is the world's own first draw for the step (the worlds draw it
+    first from `Random(f"{seed}/{step}")`), the base model's an independent draw; they agree
+    when both are right (two wrong answers are taken to differ)."""
+    delivered = answers_rightly(competence, random.Random(f"{seed}/{step}"), hard, True)
+    base = answers_rightly(competence, random.Random(f"agreement/{seed}/{step}"), hard, False)
+    return float(delivered and base)
+
+
 @dataclass(frozen=True)
 class Oracle:
     """Escalates exactly at the hidden hard steps while budget lasts: the ceiling a helper
@@ -194,6 +206,8 @@ def play(
         hard_steps += hard
         at_hard += escalated and hard
         used += escalated
+        check = getattr(world, "agreement", None) if escalated else None
+        agreed = check(episode) if check is not None else None  # before the step is taken
         reward = world.act(episode, escalated)
         total += reward
         if log:
@@ -201,6 +215,8 @@ def play(
             answer: Message = after[len(messages)] if len(after) > len(messages) else {}
             record = step_record(state, decision, view, escalated, answer)
             records.append(record)
+            if agreed is not None:
+                records.append(_agreement_record(state, record["id"], agreed))
             if step_rewards and reward != 0.0:
                 records.append(_feedback_record(state, record["id"], reward))
     success = world.succeeded(episode)
@@ -217,6 +233,19 @@ def play(
             }
         )
     return Rollout(success, used, episode.step, hard_steps, at_hard, total, records)
+
+
+def _agreement_record(state: StepState, request_id: str, agreed: float) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "kind": "agreement",
+        "ts": float(state.step),
+        "tenant": state.tenant,
+        "session": state.session,
+        "step": state.step,
+        "request_id": request_id,
+        "agreement": agreed,
+    }
 
 
 def _feedback_record(state: StepState, request_id: str, reward: float) -> dict[str, Any]:

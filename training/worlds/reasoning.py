@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.state import Message
-from training.worlds.base import answers_rightly
+from training.worlds.base import answers_rightly, simulated_agreement
 from training.worlds.puzzles import TASKS, BaseConversion, ChainSum, LegCount, Procedure
 
 SYSTEM = (
@@ -150,6 +150,10 @@ class ReasoningWorld:
             {"role": "user", "content": str(entry["question"]).strip()},
         ]
         return episode
+
+    def agreement(self, episode: ReasoningEpisode) -> float:
+        """Whether the base model would answer this (escalated) step as the strong one."""
+        return simulated_agreement(self.config, episode.seed, episode.step, episode.hard)
 
     def act(self, episode: ReasoningEpisode, escalated: bool) -> float:
         c = self.config

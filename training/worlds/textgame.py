@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from router.state import Message
-from training.worlds.base import answers_rightly
+from training.worlds.base import answers_rightly, simulated_agreement
 from training.worlds.house import Level, Room, Step, fragile, make_level
 
 SYSTEM = (
@@ -123,6 +123,10 @@ class TextGameWorld:
             {"role": "user", "content": intro},
         ]
         return episode
+
+    def agreement(self, episode: TextGameEpisode) -> float:
+        """Whether the base model would answer this (escalated) step as the strong one."""
+        return simulated_agreement(self.config, episode.seed, episode.step, episode.hard)
 
     def act(self, episode: TextGameEpisode, escalated: bool) -> float:
         c = self.config

@@ -1,0 +1,62 @@
+"""Where the base model's answer would differ from the intervention's.
+
+On an escalated step the proxy also asks the base model and logs whether the two answers
+agree (server/agreement.py). Where they agree, intervening changed nothing; where they
+differ, it may have changed everything. So P(differ | s) is an estimate of where an
+intervention can matter, learned as a plain regression on every checked step: a label per
+escalated state, where the outcome-based effects (training/advantage.py) have one noisy
+episode result shared by all of an episode's steps, and a difference of two such means.
+
+It says nothing of which answer was right: a base model that differs where it is right
+makes this a poor helper, and the held-out judging (training/selection.py), which reads
+outcomes, is what finds that out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.dataset import Dataset
+from training.linear import LinearModel, fit_ridge
+
+MIN_CHECKS = 30  # escalated steps with a check, and as many of each answer at least
+MIN_EACH = 5
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    scores: np.ndarray  # out-of-fold P(differ | s) on every step
+    model: LinearModel  # fitted on every checked step
+    fit_error: float  # out-of-fold mean squared error on the checked steps
+
+
+def checked(data: Dataset) -> np.ndarray:
+    """The steps with an agreement check, where both answers occur often enough to learn
+    from; else none."""
+    rows: np.ndarray = ~np.isnan(data.agreement)
+    differ = int((data.agreement[rows] < 0.5).sum())
+    if rows.sum() < MIN_CHECKS or min(differ, int(rows.sum()) - differ) < MIN_EACH:
+        return np.zeros(data.n_steps, dtype=bool)
+    return rows
+
+
+def fit_disagreement(
+    data: Dataset,
+    matrix: np.ndarray,
+    rows: np.ndarray,
+    fold_of_session: np.ndarray,
+    scaled: np.ndarray | None,
+    max_rows: int,
+    seed: int,
+) -> Disagreement:
+    """Ridge regressions of 1 − agreement on the state, cross-fitted over session folds."""
+    target = np.nan_to_num(1.0 - data.agreement)
+    fold = fold_of_session[data.session]
+    scores = np.zeros(data.n_steps)
+    for k in range(int(fold_of_session.max()) + 1):
+        model = fit_ridge(matrix, target, rows & (fold != k), max_rows, seed, scaled)
+        scores[fold == k] = model.logit(matrix[fold == k])
+    error = float(((scores[rows] - target[rows]) ** 2).mean())
+    return Disagreement(scores, fit_ridge(matrix, target, rows, max_rows, seed, scaled), error)
