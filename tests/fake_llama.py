@@ -11,10 +11,12 @@ when the chat template has shown them the request's tools:
   anything else   "Paris is the capital of France."
 Under a grammar (a forced call) it writes the one call the grammar's schema allows.
 
-The handler's input (messages, tools, grammar) is kept in `FakeLlama.seen`; the model's text
-comes back as llama-cpp-python's GGUF-template handler returns it (streamed in pieces of a few
-characters, then an empty delta with the finish reason), and is then read for tool calls by
-the same `with_tool_calls` the real child process runs.
+A request passes the child's fix (`accepted_request`), then llama-cpp-python's own checks (a
+500 for a null or non-string `content` on an assistant turn). The handler's input (messages,
+tools, grammar) is kept in `FakeLlama.seen`; the model's text comes back as
+llama-cpp-python's GGUF-template handler returns it (streamed in pieces of a few characters,
+then an empty delta with the finish reason), read for tool calls by the same
+`with_tool_calls` the real child process runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from server.local.llama_chat import accepted_request
 from server.local.tool_calls import with_tool_calls
 
 ARGUMENTS = {"city": "Paris"}
@@ -94,7 +97,11 @@ class FakeLlama:
         }
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json(loads=orjson.loads)
+        body = orjson.loads(accepted_request(await request.read()))
+        refused = _refused(body["messages"])
+        if refused:  # llama-cpp-python's request model, and its answer to a refusal
+            error = {"message": refused, "type": "internal_server_error"}
+            return web.json_response({"error": error}, status=500)
         answer = self.chat(**body)
         if not body.get("stream"):
             return web.Response(body=orjson.dumps(answer), content_type="application/json")
@@ -129,6 +136,18 @@ class FakeLlama:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+def _refused(messages: list[dict[str, Any]]) -> str | None:
+    """What llama-cpp-python's server refuses: content other than a string (or, except on
+    an assistant turn, null) where the role is not `user`."""
+    for i, message in enumerate(messages):
+        content, role = message.get("content"), message.get("role")
+        if role != "user" and not (
+            isinstance(content, str) or (content is None and role != "assistant")
+        ):
+            return f"messages.{i}.content: Input should be a valid string"
+    return None
 
 
 def _chunks(base: dict[str, Any], text: str) -> Iterator[dict[str, Any]]:

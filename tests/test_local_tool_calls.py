@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
+from server.local.llama_chat import AcceptedRequests, accepted_request
 from server.local.models import STRONG, WEAK
 from server.local.tool_calls import read_tool_calls, stream_tool_calls
 from tests.fake_llama import ARGUMENTS, PROSE, FakeLlama
@@ -357,3 +359,40 @@ def test_the_real_agent_route_completes_a_round_trip(served: openai.OpenAI, stre
     ]
     answer = ask(served, "agent", stream, messages=messages, temperature=0, max_tokens=64)
     assert answer["tool_calls"] is None and "18" in answer["content"], answer
+
+
+async def test_the_local_server_accepts_a_turn_that_called_tools() -> None:
+    """llama-cpp-python's server refuses `content: null` on an assistant turn, which is how
+    OpenAI clients send back a turn that called tools: the child's app is wrapped to accept it."""
+    seen: list[bytes] = []
+
+    async def llama_app(scope: Any, receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        seen.append(body)
+        length = dict(scope["headers"])[b"content-length"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": length})
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}],
+        },
+        *user("hi"),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]},
+    ]
+    transport = httpx.ASGITransport(app=AcceptedRequests(llama_app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://llama") as client:
+        answer = await client.post("/v1/chat/completions", json={"messages": messages})
+        await client.post("/v1/completions", json={"prompt": None})
+    sent = json.loads(seen[0])["messages"]
+    assert [m["content"] for m in sent] == ["Be brief.", "hi", "", "42"]
+    assert sent[2]["tool_calls"] == [call]
+    assert answer.text == str(len(seen[0]))
+    assert json.loads(seen[1]) == {"prompt": None}
+    assert accepted_request(b"not json") == b"not json"
