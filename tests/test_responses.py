@@ -322,6 +322,10 @@ REFUSED = [
     ({"model": "always"}, "input"),
     ({"model": "always", "input": 3}, "input"),
     ({"model": "always", "input": [1]}, "input[0]"),
+    (
+        {"model": "always", "input": [{"role": "assistant", "content": [{"type": "output_text"}]}]},
+        "input[0].content[0].text",
+    ),
     ({"model": "always", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
     (
         {"model": "always", "input": [{"type": "function_call_output", "output": "x"}]},

@@ -50,7 +50,8 @@ def test_an_agent_runs_to_its_answer_through_the_proxy(
             default_headers={"x-session-id": "agent-ep"},
             max_retries=0,
         )
-        provider = agents.OpenAIProvider(openai_client=client)  # default: the Responses API
+        provider = agents.OpenAIProvider(openai_client=client)
+        assert isinstance(provider.get_model(route), agents.OpenAIResponsesModel)  # the default
         config = agents.RunConfig(model_provider=provider, tracing_disabled=True)
         agent = agents.Agent(
             name="solver", instructions="Use the tool.", model=route, tools=[lookup]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import InvalidRequest
+from server.responses.translate import TEXT_PARTS
 from server.validation import check_nesting, require_model
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -107,9 +108,7 @@ def _check_item(item: Any, i: int) -> None:
                     f"{where}.content[{j}] must be an object with a string 'type'.",
                     param=f"{where}.content[{j}]",
                 )
-            if part["type"] in ("input_text", "output_text") and not isinstance(
-                part.get("text"), str
-            ):
+            if part["type"] in TEXT_PARTS and not isinstance(part.get("text"), str):
                 raise InvalidRequest(
                     f"{where}.content[{j}].text must be a string.",
                     param=f"{where}.content[{j}].text",

@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 
 from server.responses.translate import (
+    as_dict,
     finish,
+    first_choice,
     function_call_item,
     message_item,
     reasoning_item,
@@ -98,11 +100,8 @@ class FromChat(EventSource):
     def events(self, data: dict[str, Any]) -> list[Event]:
         if data.get("usage"):
             self._usage = data["usage"]
-        choices = data.get("choices") or []
-        if not choices or not isinstance(choices[0], dict):
-            return []
-        choice = choices[0]
-        delta = choice.get("delta") or {}
+        choice = first_choice(data)
+        delta = as_dict(choice.get("delta"))
         out: list[Event] = []
         thought = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(thought, str) and thought:
@@ -155,7 +154,7 @@ class FromChat(EventSource):
     def _call_delta(self, call: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
         index = call.get("index", 0)
-        function = call.get("function") or {}
+        function = as_dict(call.get("function"))
         if self._open is None or self._open["type"] != "function_call" or index != self._open_call:
             out += self._close()
             new = function_call_item(
@@ -240,6 +239,7 @@ class FromResponses(EventSource):
                 **response,
                 "id": shell["id"],
                 "previous_response_id": shell["previous_response_id"],
+                "store": shell["store"],
             }
         return [data]
 

@@ -92,8 +92,8 @@ class ResponsesService:
             return ResponsesReply(stream=ResponsesRelay(reply.stream, source, kept))
         assert reply.body is not None
         answer = orjson.loads(reply.body)
-        if reply.native:
-            response = {**answer, "id": response_id}
+        if reply.native:  # the upstream was sent store=false: the proxy keeps it
+            response = {**answer, "id": response_id, "store": keep}
             response["previous_response_id"] = body.get("previous_response_id")
         else:
             response = response_from_chat(answer, body, response_id)

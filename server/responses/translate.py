@@ -53,6 +53,16 @@ RESPONSES_ONLY = frozenset(
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """An upstream's object, or an empty one where it sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    choices = data.get("choices")
+    return as_dict(choices[0]) if isinstance(choices, list) and choices else {}
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(20)}"
 
@@ -328,7 +338,7 @@ def message_item(
 
 
 def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
-    function = call.get("function") or {}
+    function = as_dict(call.get("function"))
     return {
         "type": "function_call",
         "id": new_id("fc"),
@@ -360,9 +370,8 @@ def response_from_chat(
     response = response_shell(body, response_id, str(completion.get("model") or body["model"]))
     if isinstance(completion.get("created"), int):
         response["created_at"] = completion["created"]
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
+    choice = first_choice(completion)
+    message = as_dict(choice.get("message"))
     status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
     output: list[dict[str, Any]] = []
     thought = message.get("reasoning_content") or message.get("reasoning")
