@@ -79,6 +79,9 @@ def response_of(body: dict[str, Any]) -> dict[str, Any]:
         "model": body.get("model"),
         "output": output_of(body),
         "parallel_tool_calls": True,
+        "metadata": body.get("metadata") or {},
+        "temperature": body.get("temperature", 1.0),
+        "top_p": body.get("top_p", 1.0),
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
         "usage": {
@@ -94,7 +97,8 @@ def response_of(body: dict[str, Any]) -> dict[str, Any]:
 def events_of(body: dict[str, Any]) -> list[bytes]:
     """The stream of a response, event by event, as OpenAI sends it."""
     final = response_of(body)
-    shell = {**final, "status": "in_progress", "output": [], "usage": None}
+    shell = {k: v for k, v in final.items() if k != "usage"}
+    shell.update(status="in_progress", output=[])
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": shell},
         {"type": "response.in_progress", "response": shell},

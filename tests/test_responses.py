@@ -9,12 +9,14 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import metric, records, wait_until
+from tests.openai_spec import nonconforming
 from tests.servers import KEYS, RunningProxy
 
 STRONG = {"kind": "strong", "upstream": "strong", "model": "strong-model", "cost": 1}
@@ -124,7 +126,8 @@ def test_a_plain_response_is_a_step(
     raw = sdk.responses.with_raw_response.create(
         model=route, input="What is 2+2?", instructions="Answer briefly.", max_output_tokens=64
     )
-    Response.model_validate_json(raw.http_response.content)  # every field as the spec says
+    Response.model_validate_json(raw.http_response.content)  # the SDK's types, strictly
+    assert nonconforming("Response", raw.http_response.json()) == []  # and OpenAI's spec
     response = raw.parse()
     assert response.output_text == "echo: What is 2+2?"
     assert response.status == "completed" and response.id.startswith("resp_")
@@ -169,6 +172,7 @@ def test_a_streamed_response_sends_typed_events_ending_in_completed(
         name, data = block.split("\n")
         event = STREAM_EVENT.validate_json(data.removeprefix("data: "))
         assert name == f"event: {event.type}"
+        assert nonconforming("ResponseStreamEvent", orjson.loads(data[6:])) == [], event.type
 
     events = list(sdk.responses.create(model=route, input="stream me", stream=True))
     kinds = [e.type for e in events]
@@ -237,8 +241,9 @@ def _create(client: openai.OpenAI, stream: bool, **params: Any) -> Response:
     if not stream:
         return client.responses.create(**params)
     events = list(client.responses.create(stream=True, **params))
-    for event in events:  # each valid for the SDK's types, not merely constructed
+    for event in events:  # each valid for the SDK's types (not merely constructed) and spec
         STREAM_EVENT.validate_python(event.to_dict())
+        assert nonconforming("ResponseStreamEvent", event.to_dict()) == [], event.type
     assert events[-1].type == "response.completed"
     if any(e.type == "response.output_item.added" for e in events):
         done = [e for e in events if e.type == "response.output_item.done"]

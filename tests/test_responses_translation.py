@@ -15,6 +15,7 @@ from server.responses.translate import (
     response_from_chat,
     response_shell,
 )
+from tests.openai_spec import nonconforming
 
 STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 CALL = {"type": "function_call", "call_id": "c1", "name": "open", "arguments": '{"door":1}'}
@@ -136,6 +137,7 @@ def test_a_chat_answer_becomes_a_response() -> None:
     }
     response = response_from_chat(completion, {"model": "agent", "tools": []}, "resp_x")
     parsed = Response.model_validate(response)
+    assert nonconforming("Response", response) == []
     assert [item.type for item in parsed.output] == ["reasoning", "message", "function_call"]
     assert parsed.output_text == "Let me open it." and parsed.created_at == 1700000000
     assert parsed.output[2].call_id == "c9"  # type: ignore[union-attr]
@@ -179,8 +181,9 @@ def test_chat_chunks_become_typed_events() -> None:
     events += source.events({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
     events += source.events({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}})
     events += source.closing()
-    for event in events:
+    for event in events:  # valid for the SDK's types and for OpenAI's specification
         STREAM_EVENT.validate_python(event)
+        assert nonconforming("ResponseStreamEvent", event) == [], event["type"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "response.completed"
@@ -208,4 +211,9 @@ def test_a_length_cut_stream_is_incomplete() -> None:
     events += source.closing()
     assert events[-1]["type"] == "response.incomplete"
     STREAM_EVENT.validate_python(events[-1])
+    assert nonconforming("ResponseStreamEvent", events[-1]) == []
+    failed = FromChat(response_shell({"model": "agent"}, "resp_3", "agent")).failed(
+        {"message": "x"}
+    )
+    assert nonconforming("ResponseStreamEvent", failed) == []
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}

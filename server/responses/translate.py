@@ -277,9 +277,9 @@ def response_shell(body: dict[str, Any], response_id: str, model: str) -> dict[s
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
-        "usage": None,
-        "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        # Echoed only when sent: the spec has them strings, never null.
+        **{k: body[k] for k in ("user", "safety_identifier", "prompt_cache_key") if k in body},
     }
 
 
@@ -359,7 +359,9 @@ def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str
         response["incomplete_details"] = {"reason": "content_filter"}
     else:
         response["status"] = "completed"
-    response["usage"] = response_usage(usage)
+    counted = response_usage(usage)
+    if counted is not None:  # the spec has usage an object when present, never null
+        response["usage"] = counted
     return response
 
 
