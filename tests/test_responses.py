@@ -35,6 +35,20 @@ ROUTES = {
         "policy": {"kind": "always"},
         "interventions": [NATIVE_STRONG],
     },
+    # Interventions that work on chat completions, on an upstream that speaks Responses.
+    "vote-native": {
+        "base": {"upstream": "native", "model": "weak-n"},
+        "policy": {"kind": "always"},
+        "interventions": [
+            {"kind": "best_of_n", "upstream": "native", "model": "vote", "n": 4, "cost": 1}
+        ],
+    },
+    "draft-native": {
+        "base": {"upstream": "native", "model": "weak-n"},
+        "policy": {"kind": "never"},
+        "decide": "after_draft",
+        "interventions": [NATIVE_STRONG],
+    },
     "never-native": {
         "base": {"upstream": "native", "model": "weak-n"},
         "policy": {"kind": "never"},
@@ -343,6 +357,8 @@ REFUSED = [
     # what chat completions cannot carry, on a route whose upstreams take chat only
     ({"model": "always", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ({"model": "always", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    # ... or whose intervention works on chat completions, whatever the upstream speaks
+    ({"model": "vote-native", "input": [{"type": "item_reference", "id": "m"}]}, "input[0].type"),
     # on a route whose upstreams speak Responses, a step with nothing the helper can read
     ({"model": "always-native", "input": [{"type": "item_reference", "id": "m"}]}, "input"),
     ({"model": 5, "input": "x"}, "model"),
@@ -405,3 +421,39 @@ def test_an_upstream_error_is_an_envelope(rproxy: RunningProxy, sdk: openai.Open
     assert raised.value.status_code == 502
     with http(rproxy) as client:
         assert metric(client, "escalator_requests_total", status="502") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(
+    ("route", "action", "text", "model"),
+    [
+        ("vote-native", "best_of_n", "The answer is 42", "vote"),
+        ("draft-native", "base", "echo: hi", "weak-n"),
+    ],
+    ids=["best_of_n", "after_draft"],
+)
+def test_chat_only_interventions_are_translated_on_a_responses_upstream(
+    sdk: openai.OpenAI,
+    rproxy: RunningProxy,
+    fake_upstream: FakeUpstream,
+    route: str,
+    action: str,
+    text: str,
+    model: str,
+    stream: bool,
+) -> None:
+    """Best-of-N samples and drafts (with their logprobs) are chat completions, so such a
+    step reaches even a Responses upstream as one, and its answer is translated back."""
+    raw = sdk.responses.with_raw_response.create(model=route, input="hi", stream=stream)
+    assert raw.headers["x-escalator-action"] == action
+    if stream:
+        events = list(raw.parse())
+        assert events[-1].type == "response.completed"
+        response = events[-1].response  # type: ignore[union-attr]
+    else:
+        response = raw.parse()
+    assert response.output_text.strip() == text
+    assert path_of(fake_upstream, model) == "/v1/chat/completions"
+    (record,) = steps(rproxy, 1)
+    assert record["decision"]["action"] == action
+    assert record["response"]["content"].strip() == text
