@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 T = TypeVar("T")
 
@@ -157,8 +157,10 @@ class SqliteResponseStore:
 
 
 class RedisResponseStore:
-    def __init__(self, url: str) -> None:
-        self._redis = Redis.from_url(url)
+    def __init__(self, url: str, max_connections: int = 64) -> None:
+        # As the budget store's: a burst beyond max_connections waits for a free connection.
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+        self._redis: Redis = Redis(connection_pool=pool)
 
     @staticmethod
     def _redis_key(tenant: str, response_id: str) -> str:
@@ -177,4 +179,4 @@ class RedisResponseStore:
         return int(await self._redis.delete(self._redis_key(tenant, response_id))) > 0
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
