@@ -97,3 +97,13 @@ def test_a_chain_moves_between_replicas(replicas: Replicas) -> None:  # noqa: F8
         assert client.get(f"{replicas[1]}/v1/sessions/{ids[0]}").json()["steps"] == 4
         assert client.delete(f"{replicas[0]}/v1/responses/{last}").status_code == 200
         assert client.get(f"{replicas[1]}/v1/responses/{last}").status_code == 404
+
+
+def test_a_long_conversation_is_stored_compressed() -> None:
+    from server.responses.service import pack, unpack
+
+    turn = b'{"type":"message","role":"user","content":"Take the key and open the door."},'
+    record = b'{"input":[' + turn * 200 + b"{}]}"
+    packed = pack(record)
+    assert len(packed) < len(record) / 5 and unpack(packed) == record
+    assert pack(b'{"input":[]}') == b'{"input":[]}'  # a short record is kept as it is

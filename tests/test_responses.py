@@ -457,3 +457,15 @@ def test_chat_only_interventions_are_translated_on_a_responses_upstream(
     (record,) = steps(rproxy, 1)
     assert record["decision"]["action"] == action
     assert record["response"]["content"].strip() == text
+
+
+def test_a_long_conversation_chains_from_its_compressed_record(
+    rproxy: RunningProxy, chained: openai.OpenAI
+) -> None:
+    long = "Take the key and open the door. " * 200
+    first = chained.responses.create(model="never", input=long)
+    second = chained.responses.create(model="never", input="again", previous_response_id=first.id)
+    assert second.output_text == "echo: again"
+    _, two = steps(rproxy, 2)
+    assert [m["content"] for m in two["state"]["messages"]] == [long, f"echo: {long}", "again"]
+    assert chained.responses.retrieve(first.id).output_text == f"echo: {long}"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,22 @@ from server.trace import StepTrace
 from server.validation import check_routed_step
 
 log = logging.getLogger("escalator.responses")
+
+# Each stored response holds its whole conversation (so a chain survives the eviction or
+# expiry of its older responses), and a session's storage grows with the square of its
+# length: a stored record is compressed (JSON of a transcript shrinks about fivefold).
+_PACKED = b"z"
+_PACK_FROM_BYTES = 2048
+
+
+def pack(record: bytes) -> bytes:
+    if len(record) < _PACK_FROM_BYTES:
+        return record
+    return _PACKED + zlib.compress(record, 1)
+
+
+def unpack(blob: bytes) -> bytes:
+    return zlib.decompress(blob[1:]) if blob.startswith(_PACKED) else blob
 
 
 @dataclass(slots=True)
@@ -84,7 +101,8 @@ class ResponsesService:
         async def kept(response: dict[str, Any]) -> None:  # 5. store
             if keep:
                 record = {"session": trace.session, "input": items, "response": response}
-                await self.store.put(caller.tenant, response_id, orjson.dumps(record), self.ttl_s)
+                blob = pack(orjson.dumps(record))
+                await self.store.put(caller.tenant, response_id, blob, self.ttl_s)
 
         shell = response_shell(body, response_id, body["model"])
         if reply.stream is not None:  # 4. answer
@@ -177,7 +195,7 @@ class ResponsesService:
             raise ServiceUnavailable("the response store is unavailable; retry later") from None
         if blob is None:
             raise self._not_found(response_id, param)
-        record: dict[str, Any] = orjson.loads(blob)
+        record: dict[str, Any] = orjson.loads(unpack(blob))
         return record
 
     def _not_found(self, response_id: str, param: str) -> NotFound:
