@@ -100,8 +100,8 @@ def helper_through_proxy(
         clock.lap("helper")
     gate = "accepted" if trained.accepted else "REFUSED (exit 3): installed with --force"
     notes = [
-        f"collected through the proxy: {sum(collected.values())} steps, decided "
-        + ", ".join(f"{k}: {v}" for k, v in collected.most_common()),
+        f"collected through the proxy: {sum(n for k, n in collected.items() if ' / ' in k)} "
+        "steps, decided " + ", ".join(f"{k}: {v}" for k, v in collected.most_common()),
         f"gate {gate}: " + "; ".join(trained.verdict),
         f"helper served by `escalator serve` at {proxy.url}: reload says {', '.join(loaded)}; "
         "its steps decided " + ", ".join(f"{k}: {v}" for k, v in decided.most_common()),

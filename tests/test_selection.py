@@ -204,7 +204,7 @@ def test_a_consensus_of_feature_only_learners_exports_without_text(
 
 
 def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> None:
-    from training.disagreement import checked, fit_disagreement
+    from training.disagreement import checked, fit_disagreement, worth_making
 
     data = silent_logs(400)
     rng = np.random.default_rng(1)
@@ -219,5 +219,19 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     folds = session_folds(data.n_sessions, 5, 0)
     fitted = fit_disagreement(with_checks, data.features, rows, folds, None, 10_000, 0)
     assert fitted.scores[hard].min() > fitted.scores[~hard].max()  # every state, checked or not
+    # Worth making: the hard step of each session, where the base model differs more often
+    # than at a random escalated step.
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=np.zeros(data.n_steps),
+        propensity=np.full(data.n_steps, EPSILON),
+        informative=np.ones(data.n_steps, dtype=bool),
+        cap=10,
+        cost=1,
+    )
+    assert worth_making(with_checks, evidence, fitted.scores) == 1.0
     # A label that never varies (a base model that always answers the same) is left out.
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()

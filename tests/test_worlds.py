@@ -345,3 +345,21 @@ def test_a_misread_premise_passes_the_check_and_fails_only_the_final_answer() ->
         assert endings[False][2].startswith("Final answer: ")
         tasks.add(type(episode.procedure).__name__)
     assert tasks == {"ChainSum", "LegCount", "BaseConversion"}
+
+
+def test_the_proxys_agreement_checks_log_what_the_harness_writes(tmp_path: Path) -> None:
+    # The simulated upstream is scripted with the world's own answers, so the proxy's checks
+    # (a real base-model call after each escalated step, compared as text) must agree with
+    # the harness's records step for step.
+    world = make_world("textgame")
+    always = policy_behaviour(build_policy({"kind": "always"}, PolicyContext("agent", "strong")))
+    with ProxyDriver(tmp_path / "proxy", cap=2, concurrency=8) as driver:
+        driver.serve({"kind": "always"}, exploration=0.0)
+        driver.play(world, 20, seed=5, label="t")
+        driver.stop()
+    write_logs(tmp_path / "harness", world, 20, 5, 2, behaviour_factory=lambda i: always)
+    proxied, summary = load_dataset(driver.logs)
+    harness, _ = load_dataset(tmp_path / "harness")
+    assert summary.agreement_checks == 40  # two escalated steps per episode
+    assert np.array_equal(proxied.agreement, harness.agreement, equal_nan=True)
+    assert 0 < np.nanmean(proxied.agreement) < 1

@@ -23,8 +23,9 @@ import numpy as np
 
 from router.minilm import DIM as MINILM_DIM
 from training import dp
-from training.candidates import select
+from training.candidates import DISAGREEMENT, select
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
+from training.disagreement import worth_making
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
 from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
 from training.helper import (
@@ -95,6 +96,13 @@ class BudgetResult:
     table_dir: Path | None
     estimates: list[Estimate] = field(default_factory=list)
     selected: Selected | None = None
+    # Interventions per episode the agreement checks say are worth making (None: no checks);
+    # the helper is chosen at the lower of this and the target.
+    worth_making: float | None = None
+
+    @property
+    def usage_goal(self) -> float:
+        return self.target if self.worth_making is None else min(self.target, self.worth_making)
 
 
 @dataclass
@@ -344,8 +352,11 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             config.seed,
             config.max_fit_rows,
         )
+        checks = next((c for c in candidates if c.name == DISAGREEMENT), None)
         for result in results:
             name = _target_name(result.target)
+            if checks is not None and checks.scores is not None:
+                result.worth_making = worth_making(data, evidence, checks.scores)
             dp_helper = dp_helper_candidate(
                 f"DP helper C={name}",
                 result.helper,
@@ -360,7 +371,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                 for c in [*candidates, dp_helper]
                 if not config.candidates or c.name.startswith(config.candidates)
             ]
-            choice = select(evidence, pool, result.target, config.select_tolerance)
+            choice = select(evidence, pool, result.usage_goal, config.select_tolerance)
             if choice is not None:
                 result.selected = export_selected(
                     choice,
@@ -370,7 +381,14 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                     candidates,
                     columns,
                     spec.artifact_entry(),
-                    {**meta, "training": {**meta["training"], "target_usage": result.target}},
+                    {
+                        **meta,
+                        "training": {
+                            **meta["training"],
+                            "target_usage": result.target,
+                            "worth_making": result.worth_making,
+                        },
+                    },
                 )
 
     current = as_logged(test, evaluate_policy("", data.action.astype(np.float64)))

@@ -143,12 +143,14 @@ def _selection_section(result: TrainResult) -> list[str]:
     for budget in result.budgets:
         selected = budget.selected
         lines += [f"### Target C = {budget.target:g}", ""]
+        if budget.worth_making is not None:
+            lines += [_worth_line(budget.worth_making, budget.usage_goal), ""]
         if selected is None:
             lines += ["No candidate is estimable from these logs.", ""]
             continue
         fullest: dict[str, PolicyEstimate] = {}
         for e in selected.frontier:
-            if e.usage <= budget.target * 1.05 and (
+            if e.usage <= budget.usage_goal * 1.05 and (
                 e.policy not in fullest or e.usage > fullest[e.policy].usage
             ):
                 fullest[e.policy] = e
@@ -272,3 +274,11 @@ def _color(family: str) -> str:
         "DP table": "tab:green",
         "chosen helper": "tab:red",
     }.get(family, "tab:brown")
+
+
+def _worth_line(worth: float, goal: float) -> str:
+    return (
+        f"The agreement checks say {worth:.2f} interventions per episode are worth making (at "
+        "states where the base model is more likely to answer otherwise than at a random "
+        f"escalated step): candidates are judged at {goal:.2f}."
+    )

@@ -4,7 +4,9 @@ models answer the world's steps with the world's competences, and no model at al
 `sim-weak` and `sim-strong` (any model name containing "strong" is strong) answer a chat
 completion with the simulated model's tool call (demo/sim/world.py `sim_answer`), drawn
 from a generator seeded by the request itself, so the same state asked of the same model
-gets the same answer. It runs on a thread of its own with aiohttp, as a real server on
+gets the same answer. A harness that knows how each model answers a state (the benchmark's
+worlds) scripts those answers instead (`script`): the proxy's agreement checks then compare
+what the world's models would say. It runs on a thread of its own with aiohttp, as a real server on
 127.0.0.1, so the proxy in front of it is exercised exactly as in production.
 """
 
@@ -16,6 +18,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -24,6 +27,7 @@ from aiohttp import web
 from demo.sim.world import WorldConfig, sim_answer
 
 MODELS = ("sim-weak", "sim-strong")
+MAX_SCRIPTED = 10_000  # states whose answers are kept (the oldest go first)
 
 
 class SimUpstream:
@@ -32,9 +36,17 @@ class SimUpstream:
         self.seed = seed
         self.port = 0
         self.requests = 0
+        self._scripted: dict[str, dict[bool, dict[str, Any]]] = {}
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def script(self, messages: list[Any], weak: dict[str, Any], strong: dict[str, Any]) -> None:
+        """Answer this state with these messages (from any thread), whatever the generator
+        would draw."""
+        self._scripted[_state_key(messages)] = {False: weak, True: strong}
+        while len(self._scripted) > MAX_SCRIPTED:
+            del self._scripted[next(iter(self._scripted))]
 
     @property
     def base_url(self) -> str:
@@ -79,7 +91,13 @@ class SimUpstream:
             error = {"message": "expected a chat completion body", "type": "invalid_request_error"}
             return web.json_response({"error": error}, status=400)
         digest = hashlib.sha256(orjson.dumps([self.seed, model, messages])).hexdigest()
-        message, _ = sim_answer(messages, "strong" in model, self.config, random.Random(digest))
+        scripted = self._scripted.get(_state_key(messages))
+        message: Mapping[str, Any]
+        if scripted is not None:
+            message = scripted["strong" in model]
+        else:
+            rng = random.Random(digest)
+            message, _ = sim_answer(messages, "strong" in model, self.config, rng)
         completion: dict[str, Any] = {
             "id": f"chatcmpl-sim-{digest[:12]}",
             "object": "chat.completion",
@@ -91,3 +109,7 @@ class SimUpstream:
             "usage": {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62},
         }
         return web.Response(body=orjson.dumps(completion), content_type="application/json")
+
+
+def _state_key(messages: list[Any]) -> str:
+    return hashlib.sha256(orjson.dumps(messages)).hexdigest()

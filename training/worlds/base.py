@@ -11,8 +11,8 @@ statistics only: nothing the harness writes or a policy sees carries it.
 step record per step with the features the proxy computes, an outcome record per session,
 and, with `step_rewards`, one feedback record per step whose environment reward is nonzero,
 as an environment reporting progress to `POST /v1/sessions/{id}/feedback` would. On an
-escalated step of a world that can say so (`agreement`), an agreement record, as the proxy's
-agreement check writes (server/agreement.py).
+escalated step of a world that can say how each model answers it (`answers`), an agreement
+record, as the proxy's agreement check writes (server/agreement.py).
 
 Data collection mimics a tenant with exploration ε on the `never` policy: each step with
 budget left escalates with probability ε (logged propensity ε, `explored`), else stays on
@@ -114,14 +114,17 @@ def answers_rightly(
     return rng.random() < p_right
 
 
-def simulated_agreement(competence: Competence, seed: str, step: int, hard: bool) -> float:
-    """Whether the base model, asked an escalated step, answers as the intervention did: the
-    intervention's rightness is the world's own first draw for the step (the worlds draw it
-    first from `Random(f"{seed}/{step}")`), the base model's an independent draw; they agree
-    when both are right (two wrong answers are taken to differ)."""
+def simulated_answers(
+    competence: Competence, seed: str, step: int, hard: bool
+) -> tuple[bool, bool]:
+    """Whether the intervention and the base model answer a step rightly when both are asked
+    it (an escalated step and its agreement check): the intervention's is the world's own
+    first draw for the step (the worlds draw it first from `Random(f"{seed}/{step}")`), the
+    base model's an independent draw. Two right answers agree; two wrong ones are taken to
+    differ."""
     delivered = answers_rightly(competence, random.Random(f"{seed}/{step}"), hard, True)
     base = answers_rightly(competence, random.Random(f"agreement/{seed}/{step}"), hard, False)
-    return float(delivered and base)
+    return delivered, base
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,8 @@ def play(
         hard_steps += hard
         at_hard += escalated and hard
         used += escalated
-        check = getattr(world, "agreement", None) if escalated else None
-        agreed = check(episode) if check is not None else None  # before the step is taken
+        answers = getattr(world, "answers", None) if escalated else None
+        agreed = float(all(answers(episode))) if answers is not None else None  # before acting
         reward = world.act(episode, escalated)
         total += reward
         if log:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_agreement
+from training.worlds.base import answers_rightly, simulated_answers
 from training.worlds.gridpath import FORWARD, LEFT, RIGHT, TOGGLE, Pose, best_actions, distances
 from training.worlds.gridview import describe
 
@@ -150,9 +150,9 @@ class GridTextWorld:
         ]
         return episode
 
-    def agreement(self, episode: GridTextEpisode) -> float:
-        """Whether the base model would answer this (escalated) step as the strong one."""
-        return simulated_agreement(self.config, episode.seed, episode.step, episode.hard)
+    def answers(self, episode: GridTextEpisode) -> tuple[bool, bool]:
+        """Whether the strong and the weak model, both asked this step, answer it rightly."""
+        return simulated_answers(self.config, episode.seed, episode.step, episode.hard)
 
     def act(self, episode: GridTextEpisode, escalated: bool) -> float:
         c = self.config

@@ -2,11 +2,14 @@
 user runs it, instead of the harness's in-process decisions (base.py `play`).
 
 The proxy needs weak and strong upstreams; one simulated OpenAI-compatible server
-(training/simupstream.py) answers both. A world judges each step itself (`world.act(episode,
+(demo/sim/upstream.py) answers both. A world judges each step itself (`world.act(episode,
 escalated)`), so the upstream's answer is ignored and the agent appends the world's own
-assistant message: the state the proxy logs is exactly the world's transcript.
+assistant message: the state the proxy logs is exactly the world's transcript. Where the
+world says how each model answers the step (`answers`), the upstream is scripted to answer
+so (right answers alike, wrong ones apart), so the proxy's agreement checks compare what the
+world's models would have said.
 
-The proxy (training/demo/proxy.py) runs on a config written here: route `agent` (base
+The proxy (demo/proxy.py) runs on a config written here: route `agent` (base
 `weak`, one `strong` intervention of cost 1) on the policy given, one tenant with budget C,
 exploration ε and content capture, storage in the directory given. Each episode is a
 session (`X-Session-Id`); each step is POST /v1/chat/completions, escalated when its
@@ -102,9 +105,6 @@ class ProxyDriver:
                     "base": {"upstream": "weak", "model": "sim-weak"},
                     "policy": policy,
                     "interventions": [strong],
-                    # The simulated upstream's text is not the world's answer (the world
-                    # writes its own), so comparing two of its answers would say nothing.
-                    "agreement_checks": False,
                 }
             },
             "tenants": {
@@ -142,7 +142,9 @@ class ProxyDriver:
                 for index in todo:  # one shared iterator: each episode is played once
                     session = f"{world.name}-{label}-{seed}-{index}"
                     played.append(
-                        await play_episode(client, world, index, seed, session, step_rewards)
+                        await play_episode(
+                            client, self.upstream, world, index, seed, session, step_rewards
+                        )
                     )
 
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
@@ -159,19 +161,24 @@ class ProxyDriver:
 
     def decisions(self, prefix: str) -> Counter[str]:
         """How the logged steps of sessions named `prefix...` were decided ("policy /
-        reason"); read after stop(), when the log is flushed."""
+        reason"), and their agreement checks; read after stop(), when the log is flushed."""
         counts: Counter[str] = Counter()
         for path in sorted(self.logs.glob("*.jsonl")):
             for line in path.read_text().splitlines():
                 record = json.loads(line)
-                if record.get("kind") == "step" and str(record["session"]).startswith(prefix):
+                if not str(record.get("session")).startswith(prefix):
+                    continue
+                if record.get("kind") == "step":
                     decision = record.get("decision") or {}
                     counts[f"{decision.get('policy')} / {decision.get('reason')}"] += 1
+                elif record.get("kind") == "agreement":
+                    counts["agreement checks (" + _agreed(record["agreement"]) + ")"] += 1
         return counts
 
 
 async def play_episode(
     client: httpx.AsyncClient,
+    upstream: SimUpstream,
     world: World[Any],
     index: int,
     seed: int,
@@ -182,9 +189,14 @@ async def play_episode(
     says: the step rewards (with `step_rewards`) and the outcome."""
     episode = world.new_episode(index, seed)
     headers = {"x-session-id": session}
+    answers = getattr(world, "answers", None)
     used = hard_steps = at_hard = 0
     while not episode.done:
-        body = {"model": ROUTE, "messages": list(episode.messages)}
+        messages = list(episode.messages)
+        body = {"model": ROUTE, "messages": messages}
+        if answers is not None:  # the simulated models answer as the world's would
+            strong_right, weak_right = answers(episode)
+            upstream.script(messages, _said(weak_right), _said(strong_right))
         response = await client.post("/v1/chat/completions", json=body, headers=headers)
         response.raise_for_status()
         escalated = response.headers["x-escalator-action"] == INTERVENTION
@@ -201,6 +213,17 @@ async def play_episode(
     answer = await client.post(f"/v1/sessions/{session}/outcome", json={"success": success})
     answer.raise_for_status()
     return EpisodeFigures(success, used, episode.step, hard_steps, at_hard)
+
+
+def _agreed(value: float) -> str:
+    return "agree" if value == 1.0 else "differ"
+
+
+def _said(right: bool) -> dict[str, Any]:
+    """A simulated model's answer to a scripted state: right answers are alike, wrong ones
+    differ from each other."""
+    action = "the right move" if right else f"a slip {secrets.token_hex(4)}"
+    return {"role": "assistant", "content": f"ACTION: {action}"}
 
 
 def figures(played: list[EpisodeFigures]) -> dict[str, float]:

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_agreement
+from training.worlds.base import answers_rightly, simulated_answers
 from training.worlds.puzzles import TASKS, BaseConversion, ChainSum, LegCount, Procedure
 
 SYSTEM = (
@@ -151,9 +151,9 @@ class ReasoningWorld:
         ]
         return episode
 
-    def agreement(self, episode: ReasoningEpisode) -> float:
-        """Whether the base model would answer this (escalated) step as the strong one."""
-        return simulated_agreement(self.config, episode.seed, episode.step, episode.hard)
+    def answers(self, episode: ReasoningEpisode) -> tuple[bool, bool]:
+        """Whether the strong and the weak model, both asked this step, answer it rightly."""
+        return simulated_answers(self.config, episode.seed, episode.step, episode.hard)
 
     def act(self, episode: ReasoningEpisode, escalated: bool) -> float:
         c = self.config

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_agreement
+from training.worlds.base import answers_rightly, simulated_answers
 from training.worlds.house import Level, Room, Step, fragile, make_level
 
 SYSTEM = (
@@ -124,9 +124,9 @@ class TextGameWorld:
         ]
         return episode
 
-    def agreement(self, episode: TextGameEpisode) -> float:
-        """Whether the base model would answer this (escalated) step as the strong one."""
-        return simulated_agreement(self.config, episode.seed, episode.step, episode.hard)
+    def answers(self, episode: TextGameEpisode) -> tuple[bool, bool]:
+        """Whether the strong and the weak model, both asked this step, answer it rightly."""
+        return simulated_answers(self.config, episode.seed, episode.step, episode.hard)
 
     def act(self, episode: TextGameEpisode, escalated: bool) -> float:
         c = self.config
