@@ -30,7 +30,8 @@ def _items(body: dict[str, Any]) -> list[dict[str, Any]]:
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    parts = content if isinstance(content, list) else []
+    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict))
 
 
 def output_of(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import InvalidRequest
-from server.responses.translate import TEXT_PARTS
+from server.responses.translate import TEXT_PARTS, item_type
 from server.validation import check_nesting, require_model
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -29,9 +29,7 @@ def check_responses_body(body: dict[str, Any], raw: bytes) -> None:
     for param, why in UNSUPPORTED.items():
         if body.get(param) not in (None, False):
             raise InvalidRequest(why, param=param, code="unsupported_parameter")
-    value = body.get("input")
-    if value is None and not body.get("previous_response_id"):
-        raise InvalidRequest("Missing required parameter: 'input'.", param="input")
+    value = body.get("input")  # optional, as in the spec; a route needs a step to read
     if value is not None and not isinstance(value, (str, list)):
         raise InvalidRequest("'input' must be a string or an array of items.", param="input")
     if isinstance(value, list):
@@ -59,13 +57,12 @@ def check_responses_body(body: dict[str, Any], raw: bytes) -> None:
                 raise InvalidRequest(
                     f"tools[{i}] must be an object with a string 'type'.", param=f"tools[{i}]"
                 )
-            if tool["type"] == "function" and not _non_empty(tool.get("name")):
-                raise InvalidRequest(
-                    f"tools[{i}].name must be a non-empty string.", param=f"tools[{i}].name"
-                )
+            if tool["type"] == "function" and not isinstance(tool.get("name"), str):
+                raise InvalidRequest(f"tools[{i}].name must be a string.", param=f"tools[{i}].name")
     choice = body.get("tool_choice")
     if choice is not None and not (
-        choice in TOOL_CHOICES or (isinstance(choice, dict) and isinstance(choice.get("type"), str))
+        (isinstance(choice, str) and choice in TOOL_CHOICES)
+        or (isinstance(choice, dict) and isinstance(choice.get("type"), str))
     ):
         raise InvalidRequest(
             "'tool_choice' must be 'none', 'auto', 'required' or an object with a 'type'.",
@@ -74,11 +71,9 @@ def check_responses_body(body: dict[str, Any], raw: bytes) -> None:
     if (
         isinstance(choice, dict)
         and choice["type"] == "function"
-        and not _non_empty(choice.get("name"))
+        and not isinstance(choice.get("name"), str)
     ):
-        raise InvalidRequest(
-            "tool_choice.name must be a non-empty string.", param="tool_choice.name"
-        )
+        raise InvalidRequest("tool_choice.name must be a string.", param="tool_choice.name")
     # Every request is written again (to the upstream, the response store, the step log).
     check_nesting(body, raw)
 
@@ -87,11 +82,12 @@ def _check_item(item: Any, i: int) -> None:
     where = f"input[{i}]"
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be an object.", param=where)
-    kind = item.get("type", "message")
+    kind = item_type(item)
     if not isinstance(kind, str):
         raise InvalidRequest(f"{where}.type must be a string.", param=f"{where}.type")
     if kind == "message":
-        if item.get("role") not in MESSAGE_ROLES:
+        role = item.get("role")
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
             raise InvalidRequest(
                 f"{where}.role must be one of {', '.join(sorted(MESSAGE_ROLES))}.",
                 param=f"{where}.role",
@@ -113,28 +109,12 @@ def _check_item(item: Any, i: int) -> None:
                     f"{where}.content[{j}].text must be a string.",
                     param=f"{where}.content[{j}].text",
                 )
-    elif kind == "function_call":
-        for field in ("call_id", "name", "arguments"):
-            if not isinstance(item.get(field), str):
-                raise InvalidRequest(f"{where}.{field} must be a string.", param=f"{where}.{field}")
-    elif kind == "function_call_output":
-        if not isinstance(item.get("call_id"), str):
-            raise InvalidRequest(f"{where}.call_id must be a string.", param=f"{where}.call_id")
-        if not isinstance(item.get("output"), (str, list)):
-            raise InvalidRequest(
-                f"{where}.output must be a string or an array of parts.",
-                param=f"{where}.output",
-            )
 
 
 def _optional(body: dict[str, Any], name: str, kind: type, what: str) -> None:
     value = body.get(name)
     if value is not None and not isinstance(value, kind):
         raise InvalidRequest(f"'{name}' must be {what}.", param=name)
-
-
-def _non_empty(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
 
 
 def _is_integer(value: Any) -> bool:

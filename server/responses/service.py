@@ -169,7 +169,8 @@ class ResponsesService:
             native = upstream is None or upstream.responses == "native"
         step = chat_request(body, items, strict=not native)
         if route is not None:
-            if not any(m["role"] != "system" for m in step["messages"]):
+            instructions = 1 if body.get("instructions") else 0  # a leading system message
+            if len(step["messages"]) <= instructions:
                 raise InvalidRequest(
                     "The step cannot be read: the input holds no message, function call or "
                     "function call output.",

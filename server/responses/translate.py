@@ -45,6 +45,7 @@ RESPONSES_ONLY = frozenset(
         "stream_options",
         "top_logprobs",
         "metadata",
+        "n",  # a Response is one answer
         "access_programs",
         "image",
         "moderation",
@@ -67,6 +68,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(20)}"
 
 
+def item_type(item: dict[str, Any]) -> Any:
+    """An item's type: one without is a message when it has a role (OpenAI's easy input
+    message), else a reference to an item by its id."""
+    if "type" in item and item["type"] is not None:
+        return item["type"]
+    return "message" if "role" in item else "item_reference"
+
+
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The request's `input` as items (a string is one user message)."""
     value = body.get("input")
@@ -86,10 +95,12 @@ def chat_messages(
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     for i, item in enumerate(items):
-        kind = item.get("type", "message")
+        kind = item_type(item)
         if kind == "message":
             messages.append(_message(item, i, strict))
         elif kind == "function_call":
+            if strict:
+                _require_strings(item, i, "call_id", "name", "arguments")
             call = {
                 "id": item.get("call_id"),
                 "type": "function",
@@ -101,6 +112,8 @@ def chat_messages(
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
+            if strict:
+                _require_strings(item, i, "call_id")
             messages.append(
                 {
                     "role": "tool",
@@ -118,6 +131,16 @@ def chat_messages(
                 code="unsupported_input_item",
             )
     return messages
+
+
+def _require_strings(item: dict[str, Any], i: int, *fields: str) -> None:
+    """What a chat message needs of a call item (the spec lets some be null elsewhere)."""
+    for field in fields:
+        if not isinstance(item.get(field), str):
+            raise InvalidRequest(
+                f"input[{i}].{field} must be a string to send this item through chat completions.",
+                param=f"input[{i}].{field}",
+            )
 
 
 def _open_for_calls(message: dict[str, Any]) -> bool:
@@ -267,20 +290,30 @@ def response_shell(body: dict[str, Any], response_id: str, model: str) -> dict[s
         "max_tool_calls": body.get("max_tool_calls"),
         "model": model,
         "output": [],
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "parallel_tool_calls": _echo(body, "parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-        "store": body.get("store", True),
-        "temperature": body.get("temperature", 1.0),
+        "store": _echo(body, "store", True),
+        "temperature": _echo(body, "temperature", 1.0),
         "text": text or {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"),
+        "tool_choice": _echo(body, "tool_choice", "auto"),
         "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation", "disabled"),
+        "top_p": _echo(body, "top_p", 1.0),
+        "truncation": _echo(body, "truncation", "disabled"),
         "metadata": body.get("metadata") or {},
         # Echoed only when sent: the spec has them strings, never null.
-        **{k: body[k] for k in ("user", "safety_identifier", "prompt_cache_key") if k in body},
+        **{
+            k: body[k]
+            for k in ("user", "safety_identifier", "prompt_cache_key")
+            if body.get(k) is not None
+        },
     }
+
+
+def _echo(body: dict[str, Any], name: str, default: Any) -> Any:
+    """The request's value, or the default where it sent none (or null)."""
+    value = body.get(name)
+    return default if value is None else value
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
