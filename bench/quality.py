@@ -11,8 +11,9 @@ episodes go through a real `escalator serve` instead: see below):
 
 1. Collect: `--collect` episodes (240) as a tenant with exploration ε (0.3) on the `never`
    policy, hard budget C (4), into a temporary log directory in the proxy's format.
-2. Train: `training.pipeline.train` with one usage target (`--usage`, 1.5 interventions
-   per episode), cap C, the trainer's default hashed embedding.
+2. Train: `training.pipeline.train` with one usage target (`--usage`, default C, as
+   `escalator train --budget C` does: the trainer spends fewer where its agreement checks
+   find no more worth making), cap C, the trainer's default hashed embedding.
 3. Serve: the helper the trainer chose (its `selected` artifact, else the DP-imitating
    `learned` one), loaded through `router.policies.build_policy` as the proxy loads it.
 4. Compare on `--episodes` fresh episodes (another seed), played online: never, always,
@@ -81,7 +82,7 @@ class QualityConfig:
     collect: int = 240  # logged episodes to train on
     exploration: float = 0.3
     cap: int = 4  # the hard per-session budget C
-    usage: float = 1.5  # the trainer's usage target
+    usage: float | None = None  # the trainer's usage target (default: the cap C)
     episodes: int = 200  # fresh episodes per policy
     runs: int = 3
     seed: int = 0
@@ -89,6 +90,11 @@ class QualityConfig:
     through_proxy: bool = False  # stages 1-3 and the helper's episodes through `escalator serve`
     concurrency: int = 12  # sessions in flight at once through the proxy
     embedding: str = "hashed"  # the trainer's state embedding: hashed | minilm | none
+
+    @property
+    def target(self) -> float:
+        """The trainer's usage target: `usage`, else the cap."""
+        return float(self.cap) if self.usage is None else self.usage
 
 
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -168,7 +174,7 @@ def serve_in_process(
         TrainConfig(
             logs=str(logs),
             out=str(out),
-            budgets=(config.usage,),
+            budgets=(config.target,),
             cap=config.cap,
             seed=seed,
             embedding=config.embedding,
@@ -272,6 +278,14 @@ def _share(part: float, whole: float) -> float:
     return part / whole if whole > 0 else math.nan
 
 
+def _ratio(helper: dict[str, float], run: dict[str, Any]) -> str:
+    """The helper's usage as a multiple of the oracle's at C."""
+    policies: dict[str, dict[str, float]] = run["policies"]
+    oracle = next((f for name, f in policies.items() if name.startswith("oracle (C")), {})
+    used = oracle.get("interventions", 0.0)
+    return f"{helper['interventions'] / used:.2f} times" if used else "n/a times"
+
+
 def print_run(run: dict[str, Any], label: str) -> None:
     print(f"\n{run['world']} / {run['mode']} — {label}: helper {run['candidate']!r}")
     print(f"  {'policy':<26}{'success':>8}  {'95% interval':<15}{'esc/ep':>7}{'at hard':>9}")
@@ -291,7 +305,8 @@ def print_run(run: dict[str, Any], label: str) -> None:
     print(
         f"  oracle's gain recovered by the helper: {run['gain_recovered']:.2f} "
         f"(at equal usage {run['gain_recovered_at_usage']:.2f}); "
-        f"usage {helper['interventions']:.2f} (trainer predicted {run['predicted_usage']:.2f}), "
+        f"usage {helper['interventions']:.2f} ({_ratio(helper, run)} the oracle's; trainer "
+        f"predicted {run['predicted_usage']:.2f}), "
         f"success {helper['success']:.3f} (predicted {run['predicted_success']:.3f})"
     )
     low, high = run.get("predicted_interval", (math.nan, math.nan))
@@ -341,7 +356,7 @@ def parse(argv: list[str] | None = None) -> tuple[QualityConfig, str | None]:
     parser.add_argument("--collect", type=int, default=default.collect, help="logged episodes")
     parser.add_argument("--exploration", type=float, default=default.exploration)
     parser.add_argument("--cap", type=int, default=default.cap, help="hard budget C")
-    parser.add_argument("--usage", type=float, default=default.usage, help="trainer's target")
+    parser.add_argument("--usage", type=float, help="the trainer's usage target (default: C)")
     parser.add_argument(
         "--episodes", type=int, help=f"fresh episodes per policy ({default.episodes})"
     )

@@ -89,7 +89,7 @@ def helper_through_proxy(
         driver.stop()
         collected = driver.decisions(f"{world.name}-collect-")
         clock.lap("collect")
-        trained = train_with_cli(driver, tmp / "out", config.usage, seed, config.embedding)
+        trained = train_with_cli(driver, tmp / "out", config.target, seed, config.embedding)
         clock.lap("train")
         proxy = driver.serve({"kind": trained.kind, "artifact": str(driver.installed)}, 0.0)
         loaded = driver.reload()
