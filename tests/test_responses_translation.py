@@ -8,13 +8,9 @@ from typing import Any
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from server.responses.answers import response_from_chat, response_shell
 from server.responses.events import FromChat
-from server.responses.translate import (
-    chat_messages,
-    chat_request,
-    response_from_chat,
-    response_shell,
-)
+from server.responses.translate import chat_messages, chat_request
 from tests.openai_spec import nonconforming
 
 STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)

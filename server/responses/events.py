@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from server.responses.translate import (
+from server.responses.answers import (
     as_dict,
     finish,
     first_choice,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from server.plans import Target
-from server.responses.translate import chat_usage, record_of_output
+from server.responses.answers import chat_usage, record_of_output
 from server.settings import Settings, StrongIntervention
 from server.streaming import StreamTranscript
 

@@ -20,16 +20,11 @@ from typing import Any
 import orjson
 
 from server.errors import InvalidRequest, NotFound, ServiceUnavailable
+from server.responses.answers import new_id, response_from_chat, response_shell
 from server.responses.events import FromChat, FromResponses, ResponsesRelay
 from server.responses.native import ResponsesWire, speaks_responses
 from server.responses.store import ResponseStore
-from server.responses.translate import (
-    chat_request,
-    input_items,
-    new_id,
-    response_from_chat,
-    response_shell,
-)
+from server.responses.translate import chat_request, input_items
 from server.service import ChatService
 from server.settings import Settings
 from server.tenancy import Caller

@@ -1,5 +1,4 @@
-"""Responses ⇄ chat completions: a Responses request as the chat step it is, and a chat
-completion as the Response it answers.
+"""A Responses request as the chat step it is.
 
 Input items map onto chat messages: a `message` item onto a message of its role, a run of
 `function_call` items onto one assistant message's `tool_calls`, a `function_call_output`
@@ -7,13 +6,11 @@ onto a `tool` message (the agent's observation), and `instructions` onto a leadi
 message. `reasoning` items are the model's own thoughts and have no chat form: they are left
 out. Anything else (`item_reference`, built-in tools' calls, ...) cannot be said in chat: a
 *strict* translation refuses it (400 naming it), a *lenient* one, which only reads the step
-for the helper, skips it.
+for the helper, skips it. The answer's way back is server/responses/answers.py.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
 from typing import Any
 
 from server.errors import InvalidRequest
@@ -52,20 +49,6 @@ RESPONSES_ONLY = frozenset(
     }
 )
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """An upstream's object, or an empty one where it sent something else."""
-    return value if isinstance(value, dict) else {}
-
-
-def first_choice(data: dict[str, Any]) -> dict[str, Any]:
-    choices = data.get("choices")
-    return as_dict(choices[0]) if isinstance(choices, list) and choices else {}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(20)}"
 
 
 def item_type(item: dict[str, Any]) -> Any:
@@ -269,177 +252,3 @@ def chat_request(
     if body.get("stream") is True:
         request["stream_options"] = {"include_usage": True}
     return request
-
-
-# -- answers --------------------------------------------------------------------------------
-
-
-def response_shell(body: dict[str, Any], response_id: str, model: str) -> dict[str, Any]:
-    """A Response echoing the request's settings, with no output yet (`in_progress`)."""
-    text = body.get("text") if isinstance(body.get("text"), dict) else None
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": "in_progress",
-        "background": False,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": body.get("max_tool_calls"),
-        "model": model,
-        "output": [],
-        "parallel_tool_calls": _echo(body, "parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-        "store": _echo(body, "store", True),
-        "temperature": _echo(body, "temperature", 1.0),
-        "text": text or {"format": {"type": "text"}},
-        "tool_choice": _echo(body, "tool_choice", "auto"),
-        "tools": body.get("tools") or [],
-        "top_p": _echo(body, "top_p", 1.0),
-        "truncation": _echo(body, "truncation", "disabled"),
-        "metadata": body.get("metadata") or {},
-        # Echoed only when sent: the spec has them strings, never null.
-        **{
-            k: body[k]
-            for k in ("user", "safety_identifier", "prompt_cache_key")
-            if body.get(k) is not None
-        },
-    }
-
-
-def _echo(body: dict[str, Any], name: str, default: Any) -> Any:
-    """The request's value, or the default where it sent none (or null)."""
-    value = body.get(name)
-    return default if value is None else value
-
-
-def response_usage(usage: Any) -> dict[str, Any] | None:
-    """Chat usage in the Responses' words."""
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": usage.get("total_tokens") or prompt + completion,
-    }
-
-
-def chat_usage(usage: Any) -> dict[str, Any] | None:
-    """Responses usage in chat's words (what the step record and metrics count)."""
-    if not isinstance(usage, dict):
-        return None
-    return {
-        "prompt_tokens": usage.get("input_tokens"),
-        "completion_tokens": usage.get("output_tokens"),
-    }
-
-
-def reasoning_item(text: str, status: str = "completed") -> dict[str, Any]:
-    return {
-        "type": "reasoning",
-        "id": new_id("rs"),
-        "summary": [],
-        "content": [{"type": "reasoning_text", "text": text}],
-        "status": status,
-    }
-
-
-def message_item(
-    text: str, refusal: str | None = None, status: str = "completed"
-) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
-    if text:
-        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
-    if refusal:
-        content.append({"type": "refusal", "refusal": refusal})
-    return {
-        "type": "message",
-        "id": new_id("msg"),
-        "status": status,
-        "role": "assistant",
-        "content": content,
-    }
-
-
-def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
-    function = as_dict(call.get("function"))
-    return {
-        "type": "function_call",
-        "id": new_id("fc"),
-        "call_id": call.get("id") or new_id("call"),
-        "name": function.get("name") or "",
-        "arguments": function.get("arguments") or "",
-        "status": status,
-    }
-
-
-def finish(response: dict[str, Any], finish_reason: Any, usage: Any) -> dict[str, Any]:
-    """The response completed (or cut short by the token limit)."""
-    if finish_reason == "length":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    elif finish_reason == "content_filter":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "content_filter"}
-    else:
-        response["status"] = "completed"
-    counted = response_usage(usage)
-    if counted is not None:  # the spec has usage an object when present, never null
-        response["usage"] = counted
-    return response
-
-
-def response_from_chat(
-    completion: dict[str, Any], body: dict[str, Any], response_id: str
-) -> dict[str, Any]:
-    """A chat completion as the Response to `body`."""
-    response = response_shell(body, response_id, str(completion.get("model") or body["model"]))
-    if isinstance(completion.get("created"), int):
-        response["created_at"] = completion["created"]
-    choice = first_choice(completion)
-    message = as_dict(choice.get("message"))
-    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
-    output: list[dict[str, Any]] = []
-    thought = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(thought, str) and thought:
-        output.append(reasoning_item(thought, status))
-    content = message.get("content")
-    refusal = message.get("refusal")
-    if content or refusal:
-        output.append(message_item(str(content or ""), refusal, status))
-    for call in message.get("tool_calls") or []:
-        if isinstance(call, dict):
-            output.append(function_call_item(call, status))
-    response["output"] = output
-    return finish(response, choice.get("finish_reason"), completion.get("usage"))
-
-
-def record_of_output(output: Any) -> dict[str, Any]:
-    """A Response's output as the step record keeps an answer: text and tool calls."""
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for item in output if isinstance(output, list) else []:
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "message":
-            for part in item.get("content") or []:
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    texts.append(str(part.get("text", "")))
-        elif item.get("type") == "function_call":
-            calls.append(
-                {
-                    "id": item.get("call_id"),
-                    "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments")},
-                }
-            )
-    return {"content": "".join(texts) or None, "tool_calls": calls or None}
