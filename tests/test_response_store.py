@@ -91,7 +91,7 @@ def test_a_chain_moves_between_replicas(replicas: Replicas) -> None:  # noqa: F8
         last = ids[-1]
         assert client.get(f"{replicas[1]}/v1/responses/{last}").json()["id"] == last
         listed = client.get(f"{replicas[0]}/v1/responses/{last}/input_items").json()
-        users = [i["content"] for i in listed["data"] if i.get("role") == "user"]
+        users = [i["content"][0]["text"] for i in listed["data"] if i.get("role") == "user"]
         assert users == ["turn 3", "turn 2", "turn 1", "turn 0"]
         # one session, named by the chain's first response, counted on both replicas
         assert client.get(f"{replicas[1]}/v1/sessions/{ids[0]}").json()["steps"] == 4

@@ -309,7 +309,8 @@ def test_get_delete_and_tenants(rproxy: RunningProxy, sdk: openai.OpenAI) -> Non
     assert sdk.responses.retrieve(created.id).output_text == "echo: keep me"
     with http(rproxy) as client, http(rproxy, "globex") as other:
         items = client.get(f"/v1/responses/{created.id}/input_items").json()
-        assert items["object"] == "list" and items["data"][0]["content"] == "keep me"
+        assert items["object"] == "list"
+        assert items["data"][0]["content"] == [{"type": "input_text", "text": "keep me"}]
         theirs = other.get(f"/v1/responses/{created.id}")
         assert theirs.status_code == 404
         assert theirs.json()["error"]["code"] == "response_not_found"
@@ -469,3 +470,27 @@ def test_a_long_conversation_chains_from_its_compressed_record(
     _, two = steps(rproxy, 2)
     assert [m["content"] for m in two["state"]["messages"]] == [long, f"echo: {long}", "again"]
     assert chained.responses.retrieve(first.id).output_text == f"echo: {long}"
+
+
+def test_input_items_are_listed_a_page_at_a_time(
+    rproxy: RunningProxy, chained: openai.OpenAI
+) -> None:
+    previous = None
+    for turn in range(3):
+        previous = chained.responses.create(
+            model="never", input=f"turn {turn}", previous_response_id=previous
+        ).id
+    assert previous is not None
+    listed = list(chained.responses.input_items.list(previous))  # every page, newest first
+    texts = [i.content[0].text for i in listed if i.type == "message"]  # type: ignore[union-attr]
+    assert texts == ["turn 2", "echo: turn 1", "turn 1", "echo: turn 0", "turn 0"]
+    first = chained.responses.input_items.list(previous, order="asc", limit=2)
+    assert first.has_more and [i.content[0].text for i in first.data] == [  # type: ignore[union-attr]
+        "turn 0",
+        "echo: turn 0",
+    ]
+    with http(rproxy) as client:
+        page = client.get(f"/v1/responses/{previous}/input_items", params={"limit": 2})
+        assert nonconforming("ResponseItemList", page.json()) == []
+        bad = client.get(f"/v1/responses/{previous}/input_items", params={"limit": 0})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"

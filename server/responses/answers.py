@@ -191,3 +191,17 @@ def record_of_output(output: Any) -> dict[str, Any]:
                 }
             )
     return {"content": "".join(texts) or None, "tool_calls": calls or None}
+
+
+def listed_item(item: dict[str, Any], index: int) -> dict[str, Any]:
+    """An input item as OpenAI lists it: typed, with an id (`item_<index>` where the client
+    gave none) and a message's text as a content part."""
+    listed = {"id": f"item_{index}", **item}
+    if "type" not in item and "role" in item:
+        listed["type"] = "message"
+    if listed.get("type") == "message":
+        listed.setdefault("status", "completed")
+        if isinstance(item.get("content"), str):
+            kind = "output_text" if item.get("role") == "assistant" else "input_text"
+            listed["content"] = [{"type": kind, "text": item["content"]}]
+    return listed

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from server.errors import InvalidRequest, NotFound, ServiceUnavailable
-from server.responses.answers import new_id, response_from_chat, response_shell
+from server.responses.answers import listed_item, new_id, response_from_chat, response_shell
 from server.responses.events import FromChat, FromResponses, ResponsesRelay
 from server.responses.native import ResponsesWire, speaks_responses
 from server.responses.store import ResponseStore
@@ -54,6 +54,15 @@ def unpack(blob: bytes) -> bytes:
 class ResponsesReply:
     body: bytes | None = None
     stream: ResponsesRelay | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsPage:
+    """`GET /v1/responses/{id}/input_items` query: OpenAI's defaults."""
+
+    limit: int = 20
+    order: str = "desc"
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +129,22 @@ class ResponsesService:
         record = await self._load(caller, response_id, "response_id")
         return orjson.dumps(record["response"])
 
-    async def input_items(self, caller: Caller, response_id: str) -> bytes:
+    async def input_items(self, caller: Caller, response_id: str, page: ItemsPage) -> bytes:
+        """The response's input items (its chain's included), as OpenAI pages them."""
         record = await self._load(caller, response_id, "response_id")
-        data = [
-            {"id": item.get("id") or f"item_{i}", **item} for i, item in enumerate(record["input"])
-        ]
+        items = [listed_item(item, i) for i, item in enumerate(record["input"])]
+        if page.order == "desc":
+            items.reverse()
+        if page.after is not None:
+            ids = [item["id"] for item in items]
+            items = items[ids.index(page.after) + 1 :] if page.after in ids else []
+        data = items[: page.limit]
         listing = {
             "object": "list",
-            "data": data[::-1],  # newest first, as OpenAI lists them by default
-            "first_id": data[-1]["id"] if data else None,
-            "last_id": data[0]["id"] if data else None,
-            "has_more": False,
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": len(items) > page.limit,
         }
         return orjson.dumps(listing)
 

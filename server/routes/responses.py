@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.errors import InvalidRequest
 from server.http import (
     SseResponse,
     caller_of,
@@ -16,8 +17,10 @@ from server.http import (
     until_disconnected,
 )
 from server.responses.checks import check_responses_body
-from server.responses.service import ResponsesService
+from server.responses.service import ItemsPage, ResponsesService
 from server.routes.openai import session_id_of
+
+MAX_LISTED = 100  # OpenAI's most input items per page
 
 
 async def create_response(request: Request) -> Response:
@@ -42,8 +45,21 @@ async def get_response(request: Request) -> Response:
 
 async def list_input_items(request: Request) -> Response:
     service: ResponsesService = request.app.state.responses
-    body = await service.input_items(caller_of(request), request.path_params["response_id"])
+    caller = caller_of(request)
+    page = _page(request)
+    body = await service.input_items(caller, request.path_params["response_id"], page)
     return json_response(body)
+
+
+def _page(request: Request) -> ItemsPage:
+    query = request.query_params
+    limit = query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LISTED:
+        raise InvalidRequest(f"'limit' must be an integer from 1 to {MAX_LISTED}.", param="limit")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    return ItemsPage(int(limit), order, query.get("after"))
 
 
 async def delete_response(request: Request) -> Response:
