@@ -494,3 +494,20 @@ def test_input_items_are_listed_a_page_at_a_time(
         assert nonconforming("ResponseItemList", page.json()) == []
         bad = client.get(f"/v1/responses/{previous}/input_items", params={"limit": 0})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+@BOTH
+def test_the_sdks_stream_helper_accumulates_the_events(
+    sdk: openai.OpenAI, route: str, path: str
+) -> None:
+    """`client.responses.stream` checks that every delta belongs to an item it was told of."""
+    with sdk.responses.stream(model=route, input="hello there") as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert final.output_text.strip() == "echo: hello there"
+    with sdk.responses.stream(model=route, input="add", tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        (call,) = stream.get_final_response().output
+    assert call.type == "function_call" and call.name == "calc"
