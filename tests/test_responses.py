@@ -511,3 +511,13 @@ def test_the_sdks_stream_helper_accumulates_the_events(
             pass
         (call,) = stream.get_final_response().output
     assert call.type == "function_call" and call.name == "calc"
+
+
+def test_logprobs_come_back_when_included(sdk: openai.OpenAI) -> None:
+    response = sdk.responses.create(
+        model="echo", input="two words", include=["message.output_text.logprobs"]
+    )
+    part = response.output[0].content[0]  # type: ignore[union-attr]
+    assert [t.token for t in part.logprobs] == ["echo:", "two", "words"]  # type: ignore[union-attr]
+    plain = sdk.responses.create(model="echo", input="two words")
+    assert plain.output[0].content[0].logprobs == []  # type: ignore[union-attr]

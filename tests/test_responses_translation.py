@@ -213,3 +213,42 @@ def test_a_length_cut_stream_is_incomplete() -> None:
     )
     assert nonconforming("ResponseStreamEvent", failed) == []
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def _logprobs(*tokens: str) -> dict[str, Any]:
+    top = [{"token": "x", "logprob": -2.0, "bytes": [120]}]
+    return {
+        "content": [
+            {"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": top}
+            for t in tokens
+        ]
+    }
+
+
+def test_logprobs_asked_for_are_translated_both_ways() -> None:
+    body = {"model": "agent", "include": ["message.output_text.logprobs"], "top_logprobs": 1}
+    request = chat_request(body, [{"role": "user", "content": "hi"}], strict=True)
+    assert (request["logprobs"], request["top_logprobs"]) == (True, 1)
+    completion = {
+        "choices": [{"message": {"content": "Hi there"}, "logprobs": _logprobs("Hi", " there")}]
+    }
+    response = response_from_chat(completion, body, "resp_l")
+    assert nonconforming("Response", response) == []
+    (part,) = response["output"][0]["content"]
+    assert [t["token"] for t in part["logprobs"]] == ["Hi", " there"]
+    assert part["logprobs"][0]["top_logprobs"] == [{"token": "x", "logprob": -2.0, "bytes": [120]}]
+
+    source = FromChat(response_shell(body, "resp_s", "agent"))
+    events = source.opening()
+    for token in ("Hi", " there"):
+        chunk = {"choices": [{"delta": {"content": token}, "logprobs": _logprobs(token)}]}
+        events += source.events(chunk)
+    events += source.events({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    events += source.closing()
+    for event in events:
+        STREAM_EVENT.validate_python(event)
+        assert nonconforming("ResponseStreamEvent", event) == [], event["type"]
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert [d["logprobs"][0]["token"] for d in deltas] == ["Hi", " there"]
+    (done,) = [e for e in events if e["type"] == "response.output_text.done"]
+    assert [t["token"] for t in done["logprobs"]] == ["Hi", " there"]

@@ -102,11 +102,15 @@ def reasoning_item(text: str, status: str = "completed") -> dict[str, Any]:
 
 
 def message_item(
-    text: str, refusal: str | None = None, status: str = "completed"
+    text: str,
+    refusal: str | None = None,
+    status: str = "completed",
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if text:
-        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+        content.append(part)
     if refusal:
         content.append({"type": "refusal", "refusal": refusal})
     return {
@@ -163,7 +167,8 @@ def response_from_chat(
     content = message.get("content")
     refusal = message.get("refusal")
     if content or refusal:
-        output.append(message_item(str(content or ""), refusal, status))
+        logprobs = token_logprobs(choice.get("logprobs"))
+        output.append(message_item(str(content or ""), refusal, status, logprobs))
     for call in message.get("tool_calls") or []:
         if isinstance(call, dict):
             output.append(function_call_item(call, status))
@@ -205,3 +210,31 @@ def listed_item(item: dict[str, Any], index: int) -> dict[str, Any]:
             kind = "output_text" if item.get("role") == "assistant" else "input_text"
             listed["content"] = [{"type": kind, "text": item["content"]}]
     return listed
+
+
+def token_logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """A chat choice's token logprobs (`logprobs.content`) as a Response's output text has
+    them."""
+    tokens = as_dict(logprobs).get("content")
+    out = []
+    for token in tokens if isinstance(tokens, list) else []:
+        if not isinstance(token, dict):
+            continue
+        top = token.get("top_logprobs")
+        out.append(
+            {
+                "token": str(token.get("token", "")),
+                "logprob": token.get("logprob", 0.0),
+                "bytes": token.get("bytes") or [],
+                "top_logprobs": [
+                    {
+                        "token": str(t.get("token", "")),
+                        "logprob": t.get("logprob", 0.0),
+                        "bytes": t.get("bytes") or [],
+                    }
+                    for t in (top if isinstance(top, list) else [])
+                    if isinstance(t, dict)
+                ],
+            }
+        )
+    return out

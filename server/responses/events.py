@@ -26,6 +26,7 @@ from server.responses.answers import (
     function_call_item,
     message_item,
     reasoning_item,
+    token_logprobs,
 )
 from server.streaming import SseRelay
 
@@ -107,7 +108,7 @@ class FromChat(EventSource):
         if isinstance(thought, str) and thought:
             out += self._delta("reasoning", thought)
         if isinstance(delta.get("content"), str) and delta["content"]:
-            out += self._delta("message", delta["content"])
+            out += self._delta("message", delta["content"], token_logprobs(choice.get("logprobs")))
         for call in delta.get("tool_calls") or []:
             if isinstance(call, dict):
                 out += self._call_delta(call)
@@ -128,7 +129,9 @@ class FromChat(EventSource):
 
     # -- items ----------------------------------------------------------------------------
 
-    def _delta(self, kind: str, text: str) -> list[Event]:
+    def _delta(
+        self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None
+    ) -> list[Event]:
         out: list[Event] = []
         item = self._open
         if item is None or item["type"] != kind:
@@ -136,7 +139,7 @@ class FromChat(EventSource):
             item = reasoning_item("", "in_progress") if kind == "reasoning" else None
             if item is None:
                 item = message_item("", status="in_progress")
-            item["_text"] = ""
+            item["_text"], item["_logprobs"] = "", []
             out += self._add(item)
             if kind == "message":
                 part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -147,7 +150,8 @@ class FromChat(EventSource):
         )
         fields: dict[str, Any] = {"delta": text}
         if kind == "message":
-            fields["logprobs"] = []
+            fields["logprobs"] = logprobs or []
+            item["_logprobs"] += fields["logprobs"]
         out.append(self._at(item, delta_kind, **fields))
         return out
 
@@ -196,13 +200,14 @@ class FromChat(EventSource):
         status = "incomplete" if self._finish_reason == "length" else "completed"
         out: list[Event] = []
         if item["type"] == "message":
-            text = item.pop("_text")
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            text, logprobs = item.pop("_text"), item.pop("_logprobs")
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}
             item["content"] = [part]
-            out.append(self._at(item, "response.output_text.done", text=text, logprobs=[]))
+            out.append(self._at(item, "response.output_text.done", text=text, logprobs=logprobs))
             out.append(self._at(item, "response.content_part.done", part=part))
         elif item["type"] == "reasoning":
             text = item.pop("_text")
+            item.pop("_logprobs", None)
             item["content"] = [{"type": "reasoning_text", "text": text}]
             out.append(self._at(item, "response.reasoning_text.done", text=text))
         else:

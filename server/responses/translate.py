@@ -48,6 +48,7 @@ RESPONSES_ONLY = frozenset(
         "moderation",
     }
 )
+LOGPROBS = "message.output_text.logprobs"  # what `include` names to have them returned
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 
 
@@ -247,8 +248,12 @@ def chat_request(
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
         request["reasoning_effort"] = reasoning["effort"]
-    if body.get("top_logprobs"):
-        request.update(logprobs=True, top_logprobs=body["top_logprobs"])
+    include = body.get("include")
+    wants_logprobs = isinstance(include, list) and LOGPROBS in include
+    if wants_logprobs or body.get("top_logprobs"):
+        request["logprobs"] = True
+        if body.get("top_logprobs"):
+            request["top_logprobs"] = body["top_logprobs"]
     if body.get("stream") is True:
         request["stream_options"] = {"include_usage": True}
     return request
