@@ -39,7 +39,9 @@ def test_the_learning_loop_improves_on_the_hand_set_policy(tmp_path: Path) -> No
         "PRM threshold (same rate)",
     }
     helper = compared["helper"]
-    assert 0.4 <= helper.interventions <= 1.6  # aimed at one per episode, capped at two
+    # Aimed at one per episode (capped at two); the trainer may judge fewer worth making
+    # (measured: 0.49 to 1.01 over seeds, the predicted usage 0.77 to 1.0).
+    assert 0.25 <= helper.interventions <= 1.6
     # Collection explores at random in the proxy, so runs differ; the gap to `never` is
     # about 0.15-0.25 at this size, three standard errors of the difference above 0.05.
     assert helper.success > compared["never"].success + 0.05

@@ -27,7 +27,15 @@ from training.candidates import CONSENSUS, Candidate, consensus, export_choice, 
 from training.dataset import Dataset
 from training.gate import check
 from training.linear import LinearModel
-from training.selection import Evidence, choose, judge, replay, replay_random, sweep
+from training.selection import (
+    Evidence,
+    choose,
+    judge,
+    replay,
+    replay_random,
+    sweep,
+    usage_beating_random,
+)
 
 STEPS = 6
 EPSILON = 0.3
@@ -150,6 +158,16 @@ def test_the_chosen_helper_escalates_at_the_hard_step_at_the_target_usage(
     hard = data.features[:, 0] == 1
     flags = replay(evidence, tau, chosen.threshold) == 1
     assert flags[hard].mean() > 0.95 and flags[~hard].mean() < 0.02
+
+
+def test_a_budget_is_spent_only_while_it_beats_random_escalation(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    # One hard step per session: past one intervention, the helper's next ones fall on
+    # routine steps, where escalating at random does as well.
+    _, evidence, tau = logged
+    usage = usage_beating_random(evidence, sweep(evidence, "DR", tau, target_usage=4.0))
+    assert usage == pytest.approx(1.0, abs=0.1)
 
 
 def test_a_policy_the_logs_cannot_support_is_not_estimable() -> None:

@@ -125,11 +125,14 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     for budget in result.budgets:
         chosen = budget.selected.directory if budget.selected else budget.learned_dir
         console.print(f"C={budget.target:g}: helper {chosen}")
-        if budget.worth_making is not None and budget.usage_goal < budget.target:
-            console.print(
-                f"  judged at {budget.usage_goal:.2f} interventions per episode: the agreement "
-                "checks find no more worth making (where the base model would answer otherwise)"
+        if budget.usage_goal < budget.target:
+            why = (
+                "the agreement checks find no more worth making (where the base model would "
+                "answer otherwise)"
+                if budget.worth_making is not None
+                else "past it, the estimates do no better than random escalation"
             )
+            console.print(f"  judged at {budget.usage_goal:.2f} interventions per episode: {why}")
     console.print(f"report: {result.report}")
     if args.install:
         from training.rollout import RolloutError, install, reload

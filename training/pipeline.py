@@ -47,7 +47,7 @@ from training.prm import (
     calibration,
     fit_action_values,
 )
-from training.selection import Evidence
+from training.selection import Evidence, sweep, usage_beating_random
 from training.stage_candidates import (
     Selected,
     build_candidates,
@@ -96,13 +96,18 @@ class BudgetResult:
     table_dir: Path | None
     estimates: list[Estimate] = field(default_factory=list)
     selected: Selected | None = None
-    # Interventions per episode the agreement checks say are worth making (None: no checks);
-    # the helper is chosen at the lower of this and the target.
+    # Interventions per episode worth making: where the agreement checks find the base
+    # model more likely than at a random escalated step to answer otherwise; without
+    # checks, where the default candidate's estimated gain most exceeds random escalation's
+    # (`beats_random`). The helper is chosen at the lower of this and the target: a budget
+    # is a ceiling, not a quota.
     worth_making: float | None = None
+    beats_random: float | None = None
 
     @property
     def usage_goal(self) -> float:
-        return self.target if self.worth_making is None else min(self.target, self.worth_making)
+        bound = self.worth_making if self.worth_making is not None else self.beats_random
+        return self.target if bound is None else min(self.target, bound)
 
 
 @dataclass
@@ -355,8 +360,6 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
         checks = next((c for c in candidates if c.name == DISAGREEMENT), None)
         for result in results:
             name = _target_name(result.target)
-            if checks is not None and checks.scores is not None:
-                result.worth_making = worth_making(data, evidence, checks.scores)
             dp_helper = dp_helper_candidate(
                 f"DP helper C={name}",
                 result.helper,
@@ -371,6 +374,12 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                 for c in [*candidates, dp_helper]
                 if not config.candidates or c.name.startswith(config.candidates)
             ]
+            if checks is not None and checks.scores is not None:
+                result.worth_making = worth_making(data, evidence, checks.scores)
+            elif candidates and candidates[0].scores is not None:  # the default (consensus)
+                default = candidates[0].name, candidates[0].scores
+                points = sweep(evidence, *default, result.target)
+                result.beats_random = usage_beating_random(evidence, points)
             choice = select(evidence, pool, result.usage_goal, config.select_tolerance)
             if choice is not None:
                 result.selected = export_selected(

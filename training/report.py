@@ -143,8 +143,7 @@ def _selection_section(result: TrainResult) -> list[str]:
     for budget in result.budgets:
         selected = budget.selected
         lines += [f"### Target C = {budget.target:g}", ""]
-        if budget.worth_making is not None:
-            lines += [_worth_line(budget.worth_making, budget.usage_goal), ""]
+        lines += [_bound_line(budget.worth_making, budget.beats_random, budget.usage_goal), ""]
         if selected is None:
             lines += ["No candidate is estimable from these logs.", ""]
             continue
@@ -276,9 +275,18 @@ def _color(family: str) -> str:
     }.get(family, "tab:brown")
 
 
-def _worth_line(worth: float, goal: float) -> str:
-    return (
-        f"The agreement checks say {worth:.2f} interventions per episode are worth making (at "
-        "states where the base model is more likely to answer otherwise than at a random "
-        f"escalated step): candidates are judged at {goal:.2f}."
-    )
+def _bound_line(worth: float | None, beats_random: float | None, goal: float) -> str:
+    if worth is not None:
+        why = (
+            f"The agreement checks say {worth:.2f} interventions per episode are worth making "
+            "(at states where the base model is more likely to answer otherwise than at a "
+            "random escalated step)"
+        )
+    elif beats_random is not None:
+        why = (
+            "Without agreement checks, the default candidate's estimated gain most exceeds "
+            f"random escalation's at {beats_random:.2f} interventions per episode"
+        )
+    else:
+        why = "Nothing bounds the usage below the target"
+    return f"{why}: candidates are judged at {goal:.2f}."

@@ -293,3 +293,18 @@ def baselines_at(evidence: Evidence, usage: float, risk: np.ndarray) -> list[Pol
         evidence, "PRM threshold (equal usage)", replay(evidence, risk, float(pool[hi]))
     )
     return [never, always, random, threshold]
+
+
+def usage_beating_random(evidence: Evidence, points: list[PolicyEstimate]) -> float | None:
+    """The usage at which a candidate's estimated gain (its `sweep`) most exceeds random
+    escalation's at the same usage: past it, its further interventions do no better than
+    random ones. None when no point is estimable."""
+    ratios = np.linspace(0.0, 1.0, 41)
+    random = [judge(evidence, "random", replay_random(evidence, float(p))) for p in ratios]
+    usage = np.array([r.usage for r in random])
+    gain = np.array([r.gain for r in random])
+    estimable = [e for e in points if e.estimable]
+    if not estimable:
+        return None
+    best = max(estimable, key=lambda e: e.gain - float(np.interp(e.usage, usage, gain)))
+    return best.usage
