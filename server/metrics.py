@@ -98,7 +98,8 @@ class Metrics:
         self.agreement_checks = Counter(
             "escalator_agreement_checks_total",
             "Escalated steps whose base model was also asked (after the answer), by whether "
-            "it would have answered the same: agree, disagree, or failed (no answer).",
+            "it would have answered the same: agree, disagree, failed (no answer), or skipped "
+            "(too many checks in flight).",
             ["tenant", "route", "result"],
             registry=r,
         )

@@ -49,6 +49,9 @@ from server.wire import StepWire
 log = logging.getLogger("escalator.service")
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
+# Agreement checks waiting on the base model at once; past it, checks are skipped (counted)
+# rather than piling up behind a slow base model.
+MAX_CHECKS_IN_FLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ class ChatService:
         self.config_hash = settings.config_hash()
         self.decider = Decider(metrics)
         self._background: set[asyncio.Task[None]] = set()
+        self._checks_in_flight = 0
 
     def reload_helpers(self) -> list[str]:
         """Re-read every route's helper artifacts and swap them in all at once; on any invalid
@@ -465,6 +469,10 @@ class ChatService:
         if trace.draft_message is not None:
             self._log_agreement(caller, trace, trace.draft_message, trace.draft)
             return
+        if self._checks_in_flight >= MAX_CHECKS_IN_FLIGHT:  # a slow base model: shed, not pile
+            self.metrics.agreement_checks.labels(caller.tenant, route.name, "skipped").inc()
+            return
+        self._checks_in_flight += 1
         self.spawn(self._ask_base(caller, route, body, trace))
 
     async def _ask_base(
@@ -482,6 +490,8 @@ class ChatService:
             self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
             self.metrics.agreement_checks.labels(caller.tenant, route.name, "failed").inc()
             return
+        finally:
+            self._checks_in_flight -= 1
         call.status, call.latency_ms = 200, reply.latency_ms
         self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
         self._count_usage(caller, call, reply.data.get("usage"))

@@ -150,3 +150,21 @@ def test_a_failed_check_is_counted_and_logs_nothing(start_proxy: StartProxy) -> 
             )
         )
     assert [r["kind"] for r in records(proxy, 1, agreement=True)] == ["step"]
+
+
+def test_checks_behind_a_slow_base_model_are_shed_not_piled_up(
+    start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.service.MAX_CHECKS_IN_FLIGHT", 1)
+    slow_base = {**route("strong-model"), "base": {"upstream": "weak", "model": "slow-0.5"}}
+    proxy = start_proxy(routes={"agent": slow_base})
+    assert step(proxy, session="ep-1").status_code == 200  # its check waits 0.5 s
+    assert step(proxy, session="ep-2").status_code == 200  # its check is shed
+    with httpx.Client(base_url=proxy.url) as client:
+
+        def checks(result: str) -> float:
+            return metric(client, "escalator_agreement_checks_total", route="agent", result=result)
+
+        assert checks("skipped") == 1
+        wait_until(lambda: checks("agree") == 1)
+    assert len(agreements(proxy, 1)) == 1
