@@ -4,7 +4,7 @@
     python bench/quality.py --quick              # one run, 100 fresh episodes per policy
     python bench/quality.py --world textgame --mode steps --runs 5 --json out.json
 
-Per world (training/worlds/: textgame, gridtext, dataagent, reasoning) and mode (`outcome`:
+Per world (demo/worlds/: textgame, gridtext, dataagent, reasoning) and mode (`outcome`:
 only the session outcomes are reported; `steps`: the environment's step rewards too, as
 feedback records), each run does, in-process (with `--through-proxy`, stages 1-3 and the helper's
 episodes go through a real `escalator serve` instead: see below):
@@ -58,9 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.quality_proxy import Served, helper_through_proxy  # noqa: E402
-from router.policies import PolicyContext, build_policy  # noqa: E402
-from training.worlds import NAMES, make_world  # noqa: E402
-from training.worlds.base import (  # noqa: E402
+from demo.worlds import NAMES, make_world  # noqa: E402
+from demo.worlds.base import (  # noqa: E402
     Behaviour,
     Oracle,
     World,
@@ -70,6 +69,7 @@ from training.worlds.base import (  # noqa: E402
     random_behaviour,
     write_logs,
 )
+from router.policies import PolicyContext, build_policy  # noqa: E402
 
 CONTEXT = PolicyContext("agent", "strong")
 MODES = ("outcome", "steps")

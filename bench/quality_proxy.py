@@ -1,5 +1,5 @@
 """`bench/quality.py --through-proxy`: collect, train and serve the helper through a real
-`escalator serve` on 127.0.0.1, as a user would (training/worlds/proxy_driver.py drives it).
+`escalator serve` on 127.0.0.1, as a user would (demo/worlds/proxy_driver.py drives it).
 
 1. Collect: `collect` episodes through the proxy, route `agent` on policy `never`, the
    tenant exploring at ε under budget C; in `steps` mode the step rewards go to the
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from training.worlds.base import World
-from training.worlds.proxy_driver import NEVER, ProxyDriver
+from demo.worlds.base import World
+from demo.worlds.proxy_driver import NEVER, ProxyDriver
 
 GATE_REFUSED = 3  # `escalator train --install`: not shown better, not installed
 

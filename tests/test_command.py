@@ -42,6 +42,22 @@ def test_serve_loads_no_training_code() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_the_training_package_imports_only_router() -> None:
+    """`training/` is the offline pipeline: no proxy, no demo, no simulated worlds."""
+    code = (
+        "import pkgutil, importlib, sys, training\n"
+        "for m in pkgutil.walk_packages(training.__path__, 'training.'):\n"
+        "    if m.name != 'training.prm_transformers':  # the `prm` extra's torch\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'server', 'demo', 'bench'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_train_still_shows_its_options() -> None:
     result = subprocess.run(
         [sys.executable, "escalator.py", "train", "--help"],

@@ -379,9 +379,9 @@ def test_agreement_checks_are_read_per_step_by_index_or_request_id(tmp_path: Pat
 
 
 def test_logs_without_exploration_train_the_dp_but_choose_no_helper(tmp_path: Path) -> None:
+    from demo.worlds import base as worlds
+    from demo.worlds import make_world
     from router.decision import BASE, Decision
-    from training.worlds import base as worlds
-    from training.worlds import make_world
 
     def fixed(index: int) -> worlds.Behaviour:
         def decide(state, budget, rng):  # type: ignore[no-untyped-def]

@@ -12,10 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router.policies.base import PolicyContext, build_policy
-from training.dataset import load_dataset
-from training.worlds import NAMES, make_world
-from training.worlds.base import (
+from demo.worlds import NAMES, make_world
+from demo.worlds.base import (
     World,
     evaluate,
     exploring_never,
@@ -24,9 +22,11 @@ from training.worlds.base import (
     policy_behaviour,
     write_logs,
 )
-from training.worlds.house import FRAGILE, WET, Step
-from training.worlds.proxy_driver import ProxyDriver
-from training.worlds.textgame import TextGameConfig, TextGameEpisode, TextGameWorld
+from demo.worlds.house import FRAGILE, WET, Step
+from demo.worlds.proxy_driver import ProxyDriver
+from demo.worlds.textgame import TextGameConfig, TextGameEpisode, TextGameWorld
+from router.policies.base import PolicyContext, build_policy
+from training.dataset import load_dataset
 
 FAILURES = ("That is locked.", "Nothing happens.", "You can't go that way.", "You have lost")
 
@@ -202,7 +202,7 @@ def test_a_wet_room_or_a_fragile_load_alone_is_routine() -> None:
 
 
 def test_a_grid_agent_that_adopts_a_look_alike_walks_there_in_ordinary_moves() -> None:
-    from training.worlds.gridtext import GridTextConfig, GridTextWorld
+    from demo.worlds.gridtext import GridTextConfig, GridTextWorld
 
     config = GridTextConfig(weak_hard=0.0, strong_hard=1.0, weak_routine=1.0, strong_routine=1.0)
     try:
@@ -227,7 +227,7 @@ def test_a_grid_agent_that_adopts_a_look_alike_walks_there_in_ordinary_moves() -
 
 
 def reasoning_world_or_skip(**config: float) -> Any:
-    from training.worlds.reasoning import ReasoningConfig, ReasoningWorld
+    from demo.worlds.reasoning import ReasoningConfig, ReasoningWorld
 
     try:
         return ReasoningWorld(ReasoningConfig(**config))
@@ -284,7 +284,7 @@ def test_reasoning_hard_steps_of_all_three_kinds_and_never_below_always() -> Non
 def test_a_sums_hardness_is_read_off_the_two_numbers_the_checker_shows() -> None:
     # Three-digit terms alone make no hard step, nor does the running value alone: the
     # carries between the two shown numbers do.
-    from training.worlds.puzzles import ChainSum
+    from demo.worlds.puzzles import ChainSum
 
     world = reasoning_world_or_skip()
     seen: dict[tuple[int, str, int], bool] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.worlds.gridpath import VECTORS
+from demo.worlds.gridpath import VECTORS
 
 
 def describe(env: Any, event: str) -> str:

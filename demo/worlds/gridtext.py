@@ -38,10 +38,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from demo.worlds.base import answers_rightly, simulated_answers
+from demo.worlds.gridpath import FORWARD, LEFT, RIGHT, TOGGLE, Pose, best_actions, distances
+from demo.worlds.gridview import describe
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_answers
-from training.worlds.gridpath import FORWARD, LEFT, RIGHT, TOGGLE, Pose, best_actions, distances
-from training.worlds.gridview import describe
 
 ACTIONS = (LEFT, RIGHT, FORWARD, TOGGLE)
 ENV_ACTIONS = {LEFT: "left", RIGHT: "right", FORWARD: "forward", TOGGLE: "toggle"}

@@ -33,8 +33,8 @@ import httpx
 
 from demo.proxy import ProxyProcess, key_digest
 from demo.sim.upstream import SimUpstream
+from demo.worlds.base import INTERVENTION, World
 from server.local.process import free_port
-from training.worlds.base import INTERVENTION, World
 
 ROUTE = "agent"
 TENANT = "bench"

@@ -54,9 +54,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from demo.worlds.base import answers_rightly, simulated_answers
+from demo.worlds.puzzles import TASKS, BaseConversion, ChainSum, LegCount, Procedure
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_answers
-from training.worlds.puzzles import TASKS, BaseConversion, ChainSum, LegCount, Procedure
 
 SYSTEM = (
     "Solve the problem one step per reply, written `Step <k>: <calculation> = <result>.`; a "

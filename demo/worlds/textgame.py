@@ -34,9 +34,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from demo.worlds.base import answers_rightly, simulated_answers
+from demo.worlds.house import Level, Room, Step, fragile, make_level
 from router.state import Message
-from training.worlds.base import answers_rightly, simulated_answers
-from training.worlds.house import Level, Room, Step, fragile, make_level
 
 SYSTEM = (
     "You are playing a text adventure. Think briefly, then give exactly one command on a "

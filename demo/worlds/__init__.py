@@ -6,14 +6,14 @@ proxy's own record format (base.py). By name:
 - `gridtext`: BabyAI's GoTo (MiniGrid) told in text; needs the `worlds` extra (gridtext.py).
 - `reasoning`: a multi-step reasoning agent on reasoning-gym's puzzles, one checked step
   per reply; needs the `worlds` extra (reasoning.py).
-- `dataagent`: the tool-calling data agent of training/simworld.py (dataagent.py).
+- `dataagent`: the tool-calling data agent of demo/sim/world.py (dataagent.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from training.worlds.base import World
+from demo.worlds.base import World
 
 NAMES = ("textgame", "gridtext", "reasoning", "dataagent")
 
@@ -21,19 +21,19 @@ NAMES = ("textgame", "gridtext", "reasoning", "dataagent")
 def make_world(name: str) -> World[Any]:
     """A world by name; raises ImportError when its environment's package is missing."""
     if name == "textgame":
-        from training.worlds.textgame import TextGameWorld
+        from demo.worlds.textgame import TextGameWorld
 
         return TextGameWorld()
     if name == "gridtext":
-        from training.worlds.gridtext import GridTextWorld
+        from demo.worlds.gridtext import GridTextWorld
 
         return GridTextWorld()
     if name == "reasoning":
-        from training.worlds.reasoning import ReasoningWorld
+        from demo.worlds.reasoning import ReasoningWorld
 
         return ReasoningWorld()
     if name == "dataagent":
-        from training.worlds.dataagent import DataAgentWorld
+        from demo.worlds.dataagent import DataAgentWorld
 
         return DataAgentWorld()
     raise ValueError(f"unknown world {name!r}; known: {', '.join(NAMES)}")

@@ -1,4 +1,4 @@
-"""The project's own simulated data agent (training/simworld.py) through the worlds harness.
+"""The project's own simulated data agent (demo/sim/world.py) through the worlds harness.
 
 A tool-calling agent: its observations are `tool` messages, and a step is hard when it
 follows a failed tool call (the observation starts with "error:") in a task that is not
