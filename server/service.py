@@ -319,21 +319,33 @@ class ChatService:
     ) -> UpstreamReply:
         """The base model's complete answer, with token logprobs for the helper to read."""
         request = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        request.update(model=route.base.model, logprobs=True)
-        upstream = self.upstreams[route.base.upstream]
-        call = trace.draft = UpstreamCall(upstream.name, route.base.model)
+        request["logprobs"] = True
+        call = trace.draft = UpstreamCall(route.base.upstream, route.base.model)
         try:
-            draft = await upstream.complete("chat/completions", orjson.dumps(request))
+            draft = await self._ask_base_model(caller, route, request, call)
+        except EscalatorError:
+            trace.upstream = call
+            raise
+        trace.draft_message = _first_message(draft.data)
+        return draft
+
+    async def _ask_base_model(
+        self, caller: Caller, route: RoutePlan, request: dict[str, Any], call: UpstreamCall
+    ) -> UpstreamReply:
+        """A complete (non-stream) answer from the route's base model, measured and counted
+        in `call`: a draft, or an agreement check."""
+        upstream = self.upstreams[route.base.upstream]
+        payload = orjson.dumps({**request, "model": route.base.model})
+        try:
+            reply = await upstream.complete("chat/completions", payload)
         except EscalatorError as exc:
             call.status, call.error = exc.status, exc.message
             self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
-            trace.upstream = call
             raise
-        call.status, call.latency_ms = 200, draft.latency_ms
-        trace.draft_message = _first_message(draft.data)
-        self.metrics.upstream_latency.labels(upstream.name).observe(draft.latency_ms / 1000)
-        self._count_usage(caller, call, draft.data.get("usage"))
-        return draft
+        call.status, call.latency_ms = 200, reply.latency_ms
+        self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
+        self._count_usage(caller, call, reply.data.get("usage"))
+        return reply
 
     def _serve_draft(
         self, draft: UpstreamReply, body: dict[str, Any], trace: StepTrace
@@ -480,21 +492,14 @@ class ChatService:
     ) -> None:
         skipped = ("stream", "stream_options", "n")
         request = {k: v for k, v in body.items() if k not in skipped}
-        request["model"] = route.base.model
-        upstream = self.upstreams[route.base.upstream]
-        call = UpstreamCall(upstream.name, route.base.model)
+        call = UpstreamCall(route.base.upstream, route.base.model)
         try:
-            reply = await upstream.complete("chat/completions", orjson.dumps(request))
-        except EscalatorError as exc:
-            call.status, call.error = exc.status, exc.message
-            self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            reply = await self._ask_base_model(caller, route, request, call)
+        except EscalatorError:
             self.metrics.agreement_checks.labels(caller.tenant, route.name, "failed").inc()
             return
         finally:
             self._checks_in_flight -= 1
-        call.status, call.latency_ms = 200, reply.latency_ms
-        self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
-        self._count_usage(caller, call, reply.data.get("usage"))
         self._log_agreement(caller, trace, _first_message(reply.data), call)
 
     def _log_agreement(
