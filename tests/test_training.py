@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -300,14 +301,16 @@ def test_gzip_segment_cut_short_is_read_up_to_the_damage(tmp_path: Path) -> None
     assert 0 < data.n_sessions <= 30
 
 
+def two_logged_steps(logs: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Simulated logs of 30 sessions written to `logs`; the first two step records."""
+    write_logs(logs, 30, seed=3, budget=2)
+    lines = (logs / "sim-3-00000.jsonl").read_text().splitlines()
+    first, second = [json.loads(line) for line in lines if '"kind":"step"' in line][:2]
+    return first, second
+
+
 def test_step_feedback_is_summed_per_step_by_index_or_request_id(tmp_path: Path) -> None:
-    write_logs(tmp_path / "logs", 30, seed=3, budget=2)
-    steps = [
-        json.loads(line)
-        for line in (tmp_path / "logs" / "sim-3-00000.jsonl").read_text().splitlines()
-        if '"kind":"step"' in line
-    ]
-    first, second = steps[0], steps[1]
+    first, second = two_logged_steps(tmp_path / "logs")
     feedback = [
         {
             "kind": "feedback",
@@ -351,13 +354,7 @@ def test_step_feedback_is_summed_per_step_by_index_or_request_id(tmp_path: Path)
 
 
 def test_agreement_checks_are_read_per_step_by_index_or_request_id(tmp_path: Path) -> None:
-    write_logs(tmp_path / "logs", 30, seed=3, budget=2)
-    steps = [
-        json.loads(line)
-        for line in (tmp_path / "logs" / "sim-3-00000.jsonl").read_text().splitlines()
-        if '"kind":"step"' in line
-    ]
-    first, second = steps[0], steps[1]
+    first, second = two_logged_steps(tmp_path / "logs")
     checks = [
         {"session": first["session"], "step": 0, "agreement": 1.0},
         {"session": second["session"], "request_id": second["id"], "agreement": 0},
