@@ -357,7 +357,9 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             config.seed,
             config.max_fit_rows,
         )
-        checks = next((c for c in candidates if c.name == DISAGREEMENT), None)
+        # The agreement checks' bound on usage, the same for every target.
+        checks = next((c.scores for c in candidates if c.name == DISAGREEMENT), None)
+        worth = None if checks is None else worth_making(data, evidence, checks)
         for result in results:
             name = _target_name(result.target)
             dp_helper = dp_helper_candidate(
@@ -374,8 +376,8 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
                 for c in [*candidates, dp_helper]
                 if not config.candidates or c.name.startswith(config.candidates)
             ]
-            if checks is not None and checks.scores is not None:
-                result.worth_making = worth_making(data, evidence, checks.scores)
+            if worth is not None:
+                result.worth_making = worth
             elif candidates and candidates[0].scores is not None:  # the default (consensus)
                 default = candidates[0].name, candidates[0].scores
                 points = sweep(evidence, *default, result.target)
