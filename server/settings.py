@@ -275,6 +275,40 @@ class TenantSettings(_Section):
         return [key.lower() for key in keys]
 
 
+class TelemetrySettings(_Section):
+    """OpenTelemetry traces (server/otel.py, the `otel` extra): a span per step and a child
+    span per upstream call, exported over OTLP/HTTP. Absent: off, and nothing of it loaded."""
+
+    # The collector's OTLP/HTTP address, e.g. "http://127.0.0.1:4318"; spans go to its
+    # /v1/traces (added unless the URL already ends with it).
+    otlp_endpoint: str
+    service_name: str = "escalator"
+    # The share of new traces recorded; a step inside an agent's trace follows the agent's
+    # sampling decision (its traceparent's flag).
+    sample_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    export_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _traces_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"otlp_endpoint must start with http:// or https://, got {value!r}")
+        value = value.rstrip("/")
+        return value if value.endswith("/v1/traces") else f"{value}/v1/traces"
+
+    @model_validator(mode="after")
+    def _extra_installed(self) -> TelemetrySettings:
+        try:  # what server/otel.py needs; imported here so a broken install fails at start
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter
+            import opentelemetry.sdk.trace  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                "[telemetry] needs the OpenTelemetry packages of the `otel` extra: "
+                f"pip install 'escalator[otel]' ({exc})"
+            ) from None
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix="ESCALATOR_", env_nested_delimiter="__"
@@ -285,6 +319,7 @@ class Settings(BaseSettings):
     upstreams: dict[str, UpstreamSettings] = {}
     routes: dict[str, RouteSettings] = {}
     tenants: dict[str, TenantSettings] = {}
+    telemetry: TelemetrySettings | None = None  # off unless configured
 
     @classmethod
     def settings_customise_sources(
