@@ -252,14 +252,19 @@ class RouteSettings(_Section):
         return self
 
 
-class TenantSettings(_Section):
-    api_keys: list[str] = []
+class TenantLimits(_Section):
+    """What a tenant may spend and how it is served: set in the file or by the admin API."""
+
     interventions_per_session: Annotated[int, Field(ge=0)] = 3
     interventions_per_day: Annotated[int, Field(ge=0)] | None = None
     exploration: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     # Met by moving the threshold of score-based policies online (see router/calibration.py).
     target_escalation_rate: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     capture_content: bool = False
+
+
+class TenantSettings(TenantLimits):
+    api_keys: list[str] = []
 
     @field_validator("api_keys")
     @classmethod
