@@ -63,7 +63,12 @@ def create_app(settings: Settings) -> Starlette:
         on_dropped=metrics.log_dropped.labels("queue_full").inc,
         on_unwritable=metrics.log_dropped.labels("unwritable").inc,
     )
-    service = ChatService(settings, store, upstreams, steplog, metrics)
+    tracing = None
+    if settings.telemetry is not None:  # the `otel` extra, loaded only when configured
+        from server.otel import StepSpans, Tracing
+
+        tracing = Tracing(settings.telemetry, _version())
+    service = ChatService(settings, store, upstreams, steplog, metrics, tracing)
     response_store = open_response_store(
         storage.budget_store,
         sqlite_path=storage.dir / "responses.db",
@@ -100,12 +105,15 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             await response_store.close()
             steplog.close()
+            if tracing is not None:  # flushes the spans still queued
+                await asyncio.to_thread(tracing.shutdown)
 
     app = Starlette(
         routes=[*openai.routes, *responses.routes, *sessions.routes, *ops.routes, *admin.routes],
         middleware=[
             Middleware(StepHeaders, metrics=metrics),
             Middleware(RequestLimit, limit=settings.server.max_requests_in_flight, metrics=metrics),
+            *([Middleware(StepSpans, tracing=tracing)] if tracing is not None else []),
         ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,

@@ -55,7 +55,9 @@ async def best_of_n(
     spec: BestOfNIntervention,
     body: dict[str, Any],
     prm: HelperArtifact | None = None,
+    headers: dict[str, str] | None = None,
 ) -> BestOfN:
+    """`headers` go with every request of the intervention (a trace's `traceparent`)."""
     started = time.perf_counter()
     upstream = upstreams[spec.upstream]
     request = {
@@ -63,7 +65,7 @@ async def best_of_n(
         "model": spec.model,
         "temperature": spec.temperature,  # samples need diversity, whatever the client asked
     }
-    completions = await _sample(upstream, spec, request)
+    completions = await _sample(upstream, spec, request, headers)
     choices = [c for completion in completions for c in completion.get("choices", [])]
     messages = [c.get("message") or {} for c in choices]
     if not messages:
@@ -75,7 +77,7 @@ async def best_of_n(
         scores = [_prm_score(prm, body, choice) for choice in choices]
         chosen, method = max(range(len(scores)), key=scores.__getitem__), "prm"
     if spec.judge is not None:
-        judged = await _judge(upstreams, spec, body, messages)
+        judged = await _judge(upstreams, spec, body, messages, headers)
         if judged is not None:
             chosen, method = judged, "judge"
     first = completions[0]
@@ -97,13 +99,18 @@ async def best_of_n(
 
 
 async def _sample(
-    upstream: Upstream, spec: BestOfNIntervention, request: dict[str, Any]
+    upstream: Upstream,
+    spec: BestOfNIntervention,
+    request: dict[str, Any],
+    headers: dict[str, str] | None,
 ) -> list[dict[str, Any]]:
     if spec.sampling == "n":
-        reply = await upstream.complete("chat/completions", orjson.dumps({**request, "n": spec.n}))
+        payload = orjson.dumps({**request, "n": spec.n})
+        reply = await upstream.complete("chat/completions", payload, headers)
         return [reply.data]
+    payload = orjson.dumps(request)
     results = await asyncio.gather(
-        *(upstream.complete("chat/completions", orjson.dumps(request)) for _ in range(spec.n)),
+        *(upstream.complete("chat/completions", payload, headers) for _ in range(spec.n)),
         return_exceptions=True,
     )
     replies = [r.data for r in results if isinstance(r, UpstreamReply)]
@@ -118,6 +125,7 @@ async def _judge(
     spec: BestOfNIntervention,
     body: dict[str, Any],
     messages: list[dict[str, Any]],
+    headers: dict[str, str] | None,
 ) -> int | None:
     """Ask the judge model for the best sample's number; None if its answer is unusable."""
     assert spec.judge is not None
@@ -135,7 +143,7 @@ async def _judge(
     }
     try:
         reply = await upstreams[spec.judge.upstream].complete(
-            "chat/completions", orjson.dumps(request)
+            "chat/completions", orjson.dumps(request), headers
         )
         text = reply.data["choices"][0]["message"]["content"] or ""
         number = int("".join(ch for ch in text if ch.isdigit())[:3] or "0")

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -46,6 +46,9 @@ from server.trace import StepTrace, UpstreamCall
 from server.upstreams import UpstreamReply, Upstreams
 from server.wire import StepWire
 
+if TYPE_CHECKING:  # the `otel` extra: imported only where telemetry is configured
+    from server.otel import Tracing
+
 log = logging.getLogger("escalator.service")
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
@@ -72,8 +75,10 @@ class ChatService:
         upstreams: Upstreams,
         steplog: StepLog,
         metrics: Metrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing  # None: telemetry off, and every span below is skipped
         self.store = store
         self.upstreams = upstreams
         self.steplog = steplog
@@ -283,9 +288,15 @@ class ChatService:
         call = trace.upstream = UpstreamCall(upstream.name, target.model)
         stream = body.get("stream") is True
         spec = target.intervention
+        headers = None
+        if self.tracing is not None:
+            role, params = "answer", body
+            if isinstance(spec, BestOfNIntervention):
+                role, params = "best_of_n", {"n": spec.n, "temperature": spec.temperature}
+            headers = self.tracing.start_call(trace, call, upstream, role, params)
         try:
             if isinstance(spec, BestOfNIntervention):
-                chosen = await best_of_n(self.upstreams, spec, body, target.prm)
+                chosen = await best_of_n(self.upstreams, spec, body, target.prm, headers)
                 trace.intervention = chosen.record
                 result: UpstreamReply | ChunkSource = chosen.reply
                 if stream:
@@ -303,13 +314,15 @@ class ChatService:
                         request = with_reasoning(request, spec)
                     payload = orjson.dumps(request)
                 if stream:
-                    result = await upstream.open_stream(path, payload)
+                    result = await upstream.open_stream(path, payload, headers)
                 else:
-                    result = await upstream.complete(path, payload)
+                    result = await upstream.complete(path, payload, headers)
         except EscalatorError as exc:
             call.status = exc.status
             call.error = exc.message
             self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            if self.tracing is not None:
+                self.tracing.end_call(call, error=_error_kind(exc))
             raise
         call.status = 200
         return result
@@ -322,7 +335,7 @@ class ChatService:
         request["logprobs"] = True
         call = trace.draft = UpstreamCall(route.base.upstream, route.base.model)
         try:
-            draft = await self._ask_base_model(caller, route, request, call)
+            draft = await self._ask_base_model(caller, route, request, call, trace, "draft")
         except EscalatorError:
             trace.upstream = call
             raise
@@ -330,21 +343,34 @@ class ChatService:
         return draft
 
     async def _ask_base_model(
-        self, caller: Caller, route: RoutePlan, request: dict[str, Any], call: UpstreamCall
+        self,
+        caller: Caller,
+        route: RoutePlan,
+        request: dict[str, Any],
+        call: UpstreamCall,
+        trace: StepTrace,
+        role: str,
     ) -> UpstreamReply:
         """A complete (non-stream) answer from the route's base model, measured and counted
-        in `call`: a draft, or an agreement check."""
+        in `call`: a draft, or an agreement check (`role`)."""
         upstream = self.upstreams[route.base.upstream]
         payload = orjson.dumps({**request, "model": route.base.model})
+        headers = None
+        if self.tracing is not None:
+            headers = self.tracing.start_call(trace, call, upstream, role, request)
         try:
-            reply = await upstream.complete("chat/completions", payload)
+            reply = await upstream.complete("chat/completions", payload, headers)
         except EscalatorError as exc:
             call.status, call.error = exc.status, exc.message
             self.metrics.upstream_errors.labels(upstream.name, _error_kind(exc)).inc()
+            if self.tracing is not None:
+                self.tracing.end_call(call, error=_error_kind(exc))
             raise
         call.status, call.latency_ms = 200, reply.latency_ms
         self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
         self._count_usage(caller, call, reply.data.get("usage"))
+        if self.tracing is not None:
+            self.tracing.end_call(call, reply.data)
         return reply
 
     def _serve_draft(
@@ -376,14 +402,16 @@ class ChatService:
         if wire is not None:
             trace.response, usage = wire.read(reply.data)
             self._count_usage(caller, call, usage)
-            return
-        self._count_usage(caller, call, reply.data.get("usage"))
-        choices = reply.data.get("choices") or [{}]
-        message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
-        trace.response = {
-            "content": message.get("content"),
-            "tool_calls": message.get("tool_calls"),
-        }
+        else:
+            self._count_usage(caller, call, reply.data.get("usage"))
+            choices = reply.data.get("choices") or [{}]
+            message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
+            trace.response = {
+                "content": message.get("content"),
+                "tool_calls": message.get("tool_calls"),
+            }
+        if self.tracing is not None:
+            self.tracing.end_call(call, reply.data)
 
     def _stream(
         self,
@@ -405,6 +433,9 @@ class ChatService:
             elif not transcript.done:
                 call.error = "client disconnected"
             self._count_usage(caller, call, transcript.usage)
+            if self.tracing is not None:
+                broken = "broken_stream" if transcript.error is not None else None
+                self.tracing.end_call(call, error=broken, response_model=transcript.model)
             trace.response = transcript.response()
             if reservation is not None:
                 # The charge follows what was delivered: a client that hung up (or an upstream
@@ -494,7 +525,9 @@ class ChatService:
         request = {k: v for k, v in body.items() if k not in skipped}
         call = UpstreamCall(route.base.upstream, route.base.model)
         try:
-            reply = await self._ask_base_model(caller, route, request, call)
+            reply = await self._ask_base_model(
+                caller, route, request, call, trace, "agreement_check"
+            )
         except EscalatorError:
             self.metrics.agreement_checks.labels(caller.tenant, route.name, "failed").inc()
             return

@@ -92,6 +92,7 @@ class StreamTranscript:
         self.delivered = False
         self.error: EscalatorError | None = None
         self.usage: dict[str, Any] | None = None
+        self.model: str | None = None  # the model the upstream says answered
         self._buffer = b""
         self._content: list[str] = []
         self._tool_calls: dict[int, dict[str, Any]] = {}
@@ -122,6 +123,8 @@ class StreamTranscript:
             return
         if isinstance(data.get("usage"), dict):
             self.usage = data["usage"]
+        if self.model is None and isinstance(data.get("model"), str):
+            self.model = data["model"]
         choices = data.get("choices") or []
         if not choices or not isinstance(choices[0], dict):
             return

@@ -25,6 +25,7 @@ class UpstreamCall:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    span: Any = None  # its OpenTelemetry span while it runs, when telemetry is on
 
     def record(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class StepTrace:
     upstream: UpstreamCall | None = None
     response: dict[str, Any] | None = None
     ts: float = field(default_factory=time.time)
+    span: Any = None  # the step's OpenTelemetry span, when telemetry is on (server/otel.py)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         remaining = "none" if self.budget_after is None else str(self.budget_after)

@@ -113,12 +113,16 @@ class Upstream:
     def _url(self, path: str) -> str:
         return f"{self.settings.url}/{path.lstrip('/')}"
 
-    async def complete(self, path: str, body: bytes) -> UpstreamReply:
-        """POST a request and read the whole JSON answer."""
+    async def complete(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> UpstreamReply:
+        """POST a request and read the whole JSON answer. `headers` are sent besides the
+        upstream's own (a trace's `traceparent`)."""
         started = time.perf_counter()
+        sent = self._headers if headers is None else {**self._headers, **headers}
         try:
             async with self.session.post(
-                self._urls[path], data=body, headers=self._headers, timeout=self._complete_timeout
+                self._urls[path], data=body, headers=sent, timeout=self._complete_timeout
             ) as response:
                 raw = await response.read()
                 if response.status != 200:
@@ -141,12 +145,15 @@ class Upstream:
             data = orjson.loads(raw)
         return UpstreamReply(raw, data, (time.perf_counter() - started) * 1000)
 
-    async def open_stream(self, path: str, body: bytes) -> UpstreamStream:
+    async def open_stream(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> UpstreamStream:
         """POST a streamed request and wait for its status; the body is read later."""
         started = time.perf_counter()
+        sent = self._headers if headers is None else {**self._headers, **headers}
         try:
             response = await self.session.post(
-                self._urls[path], data=body, headers=self._headers, timeout=self._stream_timeout
+                self._urls[path], data=body, headers=sent, timeout=self._stream_timeout
             )
         except TimeoutError:
             raise self._timeout() from None

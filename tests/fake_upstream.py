@@ -45,6 +45,8 @@ class FakeUpstreamLog:
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # each request's path, in order
+    # Each request's W3C trace context headers (traceparent, tracestate), in order.
+    trace_headers: list[dict[str, str]] = field(default_factory=list)
     cancelled: int = 0
     keep_requests: bool = True
     votes_served: int = 0
@@ -213,6 +215,9 @@ def make_app(log: FakeUpstreamLog) -> web.Application:
         if log.keep_requests:
             log.requests.append(body)
             log.paths.append(request.path)
+            log.trace_headers.append(
+                {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
+            )
         model = str(body.get("model", "echo"))
         try:
             return await _behave(request, body, model, log)

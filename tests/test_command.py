@@ -42,6 +42,41 @@ def test_serve_loads_no_training_code() -> None:
     assert result.stdout.strip() == ""
 
 
+# The proxy's app built from a configuration without [telemetry]: none of its tracing is
+# loaded (server/otel.py, the SDK's tracer, the exporter, protobuf). Where the `otel` extra is
+# installed, other libraries load parts of OpenTelemetry themselves at import (redis-py 8 its
+# SDK's metrics, FastAPI its API): not on a request's path, and not ours to guard.
+APP_WITHOUT_TELEMETRY = """
+import sys
+from server.app import create_app
+from server.settings import validate_settings
+from tests.servers import proxy_config
+
+create_app(validate_settings(proxy_config("http://127.0.0.1:9/v1", sys.argv[1])))
+prefixes = (
+    "server.otel",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter",
+    "opentelemetry.proto",
+    "opentelemetry.trace.propagation.tracecontext",
+    "google.protobuf",
+)
+print(",".join(sorted(name for name in sys.modules if name.startswith(prefixes))))
+"""
+
+
+def test_telemetry_off_loads_no_opentelemetry(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", APP_WITHOUT_TELEMETRY, str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
 def test_the_training_package_imports_only_router() -> None:
     """`training/` is the offline pipeline: no proxy, no demo, no simulated worlds."""
     code = (

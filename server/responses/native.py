@@ -87,6 +87,8 @@ class ResponsesTranscript(StreamTranscript):
             if isinstance(response, dict):
                 self._final = response
                 self.usage = chat_usage(response.get("usage"))
+                model = response.get("model")
+                self.model = model if isinstance(model, str) else None
 
     def response(self) -> dict[str, Any]:
         if self._final is None:
