@@ -21,8 +21,6 @@ then an empty delta with the finish reason), read for tool calls by the same
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +30,7 @@ from aiohttp import web
 
 from server.local.llama_chat import accepted_request
 from server.local.tool_calls import with_tool_calls
+from tests.loopback import LoopbackServer
 
 ARGUMENTS = {"city": "Paris"}
 PROSE = "Paris is the capital of France."
@@ -55,15 +54,14 @@ def model_text(model: str, tools: Any, grammar: Any) -> str:
     }.get(model, PROSE)
 
 
-class FakeLlama:
+class FakeLlama(LoopbackServer):
     """The fake server on its own thread and event loop."""
 
+    cancel_handlers = False
+
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[dict[str, Any]] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.chat = with_tool_calls(self._template, grammar_for=lambda schema: schema)
 
     @property
@@ -116,26 +114,11 @@ class FakeLlama:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "qwen", "object": "model"}]})
 
-    def start(self) -> FakeLlama:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    async def _start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        return app
 
 
 def _refused(messages: list[dict[str, Any]]) -> str | None:

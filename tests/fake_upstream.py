@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from tests.fake_responses import events_of, response_of
+from tests.loopback import LoopbackServer
 
 VOTES = ["The answer is 42", "It is 41", "I think 42.", "7"]
 
@@ -327,40 +327,19 @@ async def _drop(request: web.Request) -> None:
     raise asyncio.CancelledError  # nothing more to send on a dropped connection
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """The fake server on its own thread and event loop, for tests."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.log = FakeUpstreamLog()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> FakeUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.log), handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def app(self) -> web.Application:
+        return make_app(self.log)
 
 
 def main() -> None:

@@ -3,11 +3,9 @@ OpenTelemetry exporter sends it), decodes each ExportTraceServiceRequest and kee
 
 from __future__ import annotations
 
-import asyncio
 import gzip
-import threading
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.loopback import LoopbackServer
 
 SERVER, CLIENT = Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CLIENT
 STATUS_ERROR = Status.StatusCode.STATUS_CODE_ERROR
@@ -34,47 +34,31 @@ class ReceivedSpan:
     resource: dict[str, Any]
 
 
-@dataclass
-class OtlpReceiver:
-    """The receiver on its own thread and event loop, for tests."""
+class OtlpReceiver(LoopbackServer):
+    """The receiver, for tests: `spans` holds every span it was sent, decoded."""
 
-    spans: list[ReceivedSpan] = field(default_factory=list)
-    content_types: list[str] = field(default_factory=list)
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: list[ReceivedSpan] = []
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> OtlpReceiver:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    async def _start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return app
 
     async def _traces(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/x-protobuf":  # OTLP/HTTP's binary encoding
+            return web.Response(status=415)
         body = await request.read()
         encoding = request.headers.get("content-encoding", "")
         if encoding == "gzip":
             body = gzip.decompress(body)
         elif encoding == "deflate":
             body = zlib.decompress(body)
-        self.content_types.append(request.content_type)
         export = ExportTraceServiceRequest()
         export.ParseFromString(body)
         for resource_spans in export.resource_spans:
@@ -95,13 +79,6 @@ class OtlpReceiver:
                     )
         reply = ExportTraceServiceResponse().SerializeToString()
         return web.Response(body=reply, content_type="application/x-protobuf")
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 def _attributes(pairs: Any) -> dict[str, Any]:

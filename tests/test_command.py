@@ -29,15 +29,16 @@ print(",".join(loaded))
 """
 
 
+def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter in the project's directory."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_serve_loads_no_training_code() -> None:
     heavy = ["training", "demo", "numpy", "rich", "httpx", "sklearn", "torch"]
-    result = subprocess.run(
-        [sys.executable, "-c", SERVE_IMPORT_PATH, *heavy],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = python(SERVE_IMPORT_PATH, *heavy)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
@@ -66,13 +67,7 @@ print(",".join(sorted(name for name in sys.modules if name.startswith(prefixes))
 
 
 def test_telemetry_off_loads_no_opentelemetry(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", APP_WITHOUT_TELEMETRY, str(tmp_path / "data")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = python(APP_WITHOUT_TELEMETRY, str(tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 

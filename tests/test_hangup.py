@@ -10,8 +10,6 @@ the proxy closes the request), so the client decides exactly how much of it arri
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from aiohttp import web
 
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import user, wait_until
+from tests.loopback import LoopbackServer
 from tests.servers import KEYS, RunningProxy, proxy_config
 
 AUTH = {"authorization": f"Bearer {KEYS['acme']}"}
@@ -43,16 +42,13 @@ def answer_events(model: str) -> list[bytes]:
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
-class PausingUpstream:
+class PausingUpstream(LoopbackServer):
     """An OpenAI-compatible upstream whose model `pause-after-K` streams the first K events
     of its answer and then says nothing more until its client goes away."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.cancelled = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -73,27 +69,10 @@ class PausingUpstream:
             raise
         return response
 
-    async def _start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    def start(self) -> PausingUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        return app
 
 
 @pytest.fixture

@@ -74,14 +74,8 @@ def leaky_app() -> web.Application:
 
 
 class LeakyUpstream(FakeUpstream):
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(leaky_app())
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def app(self) -> web.Application:
+        return leaky_app()
 
 
 @pytest.fixture(scope="module")
