@@ -1,8 +1,10 @@
 """The ASGI application, built from validated settings (never at import time).
 
-A Starlette application: the routes are plain Starlette routes that take the raw request
-(bodies pass through unparsed), so FastAPI's layer would add only its per-request middleware
-(telemetry, body limit, exit stack): about 5% of the proxy's CPU per request, for nothing.
+A Starlette application: the hot path's routes are plain Starlette routes that take the raw
+request (bodies pass through unparsed), so FastAPI's per-request middleware (telemetry, body
+limit, exit stack: about 5% of the proxy's CPU per request) never runs on a step. The control
+plane (admin, tenants, sessions, feedback, helpers) is a FastAPI app behind the last route,
+which matches only its paths: server/control.py says how the two live in one app.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import ExceptionHandler
 
 from router.budget import open_store
 from router.policies import PolicyConfigError
+from server.control import ControlPlane, control_app
 from server.errors import EscalatorError, InvalidRequest, NotFound
 from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
@@ -33,12 +36,15 @@ from server.limits import RequestLimit
 from server.metrics import Metrics
 from server.responses.service import ResponsesService
 from server.responses.store import open_response_store
-from server.routes import admin, openai, ops, responses, sessions
+from server.routes import openai, ops, responses
 from server.service import ChatService
 from server.sessions import SessionService
 from server.settings import Settings
 from server.steplog import StepLog
 from server.tenancy import Tenancy
+from server.tenants.directory import TenantDirectory
+from server.tenants.store import open_tenant_store
+from server.tenants.usage import UsageTally
 from server.upstreams import Upstreams
 
 log = logging.getLogger("escalator")
@@ -76,6 +82,14 @@ def create_app(settings: Settings) -> Starlette:
         max_entries=storage.max_stored_responses,
     )
     metrics.info.labels(_version(), service.config_hash).set(1)
+    usage = UsageTally()
+    tenancy = Tenancy(settings)
+    tenant_store = open_tenant_store(
+        storage.budget_store,
+        sqlite_path=storage.dir / "tenants.db",
+        redis_url=storage.redis_url,
+    )
+    tenants = TenantDirectory(settings, tenant_store, store, tenancy, usage)
 
     def reload_on_signal() -> None:
         try:
@@ -88,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         steplog.start()
+        await tenants.start()
         if threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_on_signal)
         log.info(
@@ -101,6 +116,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await service.drain()
+            await tenants.close()
             await upstreams.close()
             await store.close()
             await response_store.close()
@@ -108,17 +124,20 @@ def create_app(settings: Settings) -> Starlette:
             if tracing is not None:  # flushes the spans still queued
                 await asyncio.to_thread(tracing.shutdown)
 
+    handlers = _exception_handlers()
+    control = control_app(handlers)
     app = Starlette(
-        routes=[*openai.routes, *responses.routes, *sessions.routes, *ops.routes, *admin.routes],
+        # The hot path first: a step never reaches the control plane's route.
+        routes=[*openai.routes, *responses.routes, *ops.routes, ControlPlane(control)],
         middleware=[
-            Middleware(StepHeaders, metrics=metrics),
+            Middleware(StepHeaders, metrics=metrics, usage=usage),
             Middleware(RequestLimit, limit=settings.server.max_requests_in_flight, metrics=metrics),
             *([Middleware(StepSpans, tracing=tracing)] if tracing is not None else []),
         ],
-        exception_handlers=_exception_handlers(),
+        exception_handlers=handlers,
         lifespan=lifespan,
     )
-    state = app.state
+    state = control.state = app.state  # one state: the control plane reads the same services
     state.settings = settings
     state.metrics = metrics
     state.store = store
@@ -126,7 +145,8 @@ def create_app(settings: Settings) -> Starlette:
     state.steplog = steplog
     state.service = service
     state.responses = ResponsesService(settings, service, response_store)
-    state.tenancy = Tenancy(settings)
+    state.tenancy = tenancy
+    state.tenants = tenants
     state.sessions = SessionService(
         store, steplog, metrics, storage.session_ttl_s, service.config_hash
     )

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.errors import EscalatorError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from server.metrics import Metrics
 from server.tenancy import Caller
+from server.tenants.usage import UsageTally
 from server.trace import StepTrace
 
 log = logging.getLogger("escalator.http")
@@ -36,11 +37,13 @@ class ClientDisconnected(Exception):
 class StepHeaders:
     """ASGI middleware: gives each request a trace and id, and stamps every response (errors
     and streams included) with `x-request-id` and, on /v1/ paths, the escalator headers read
-    off the step's trace. Counts each answered /v1/ request."""
+    off the step's trace. Counts each answered /v1/ request, and each step in its tenant's
+    usage."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, usage: UsageTally | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.usage = usage
         # Request ids: a random per-process prefix and a counter. Unique across replicas
         # and restarts, and far cheaper than a uuid4 (a getrandom syscall) per request.
         self._id_prefix = f"{REQUEST_ID_PREFIX}{secrets.token_hex(6)}"
@@ -69,6 +72,8 @@ class StepHeaders:
                         trace.action,
                         str(message["status"]),
                     ).inc()
+                    if self.usage is not None:
+                        self.usage.count(trace)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -1,12 +1,18 @@
-"""Tenants: an API key (stored as its sha256 digest) identifies the tenant."""
+"""Tenants: an API key (known by its sha256 digest) identifies the tenant.
+
+The keys and limits come from the tenant directory (server/tenants/directory.py), which
+installs a new table whenever the tenant store changes; until it first does, the file's.
+Looking a key up is a dict read: nothing on a step's path waits for the store.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from server.errors import AuthenticationFailed
-from server.settings import KEY_DIGEST_PREFIX, Settings, TenantSettings
+from server.settings import KEY_DIGEST_PREFIX, Settings, TenantLimits
 
 _RECENT_KEYS = 1024
 
@@ -16,18 +22,33 @@ class Caller:
     """Who is asking: the tenant a request's key belongs to."""
 
     tenant: str
-    settings: TenantSettings
+    settings: TenantLimits
 
 
 class Tenancy:
     def __init__(self, settings: Settings) -> None:
+        self._anonymous_name = settings.server.anonymous_tenant
+        self._anonymous: Caller | None = None
         self._by_digest: dict[str, Caller] = {}
         self._recent: dict[str, Caller] = {}
-        for name, tenant in settings.tenants.items():
-            for digest in tenant.api_keys:
-                self._by_digest[digest.removeprefix(KEY_DIGEST_PREFIX)] = Caller(name, tenant)
-        anonymous = settings.server.anonymous_tenant
-        self._anonymous = Caller(anonymous, settings.tenants[anonymous]) if anonymous else None
+        self.install(
+            (Caller(name, tenant), [d.removeprefix(KEY_DIGEST_PREFIX) for d in tenant.api_keys])
+            for name, tenant in settings.tenants.items()
+        )
+
+    def install(self, tenants: Iterable[tuple[Caller, Iterable[str]]]) -> None:
+        """Serve these tenants (each with its keys' hex digests) from now on, and no others."""
+        by_digest: dict[str, Caller] = {}
+        anonymous = None
+        for caller, digests in tenants:
+            for digest in digests:
+                by_digest.setdefault(digest, caller)
+            if caller.tenant == self._anonymous_name:
+                anonymous = caller
+        # Whole-table swaps: a request sees the old table or the new one, and a key
+        # remembered from the old one is forgotten with it.
+        self._by_digest, self._recent = by_digest, {}
+        self._anonymous = anonymous or self._anonymous
 
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller named by an `Authorization: Bearer <key>` header."""

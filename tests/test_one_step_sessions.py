@@ -31,6 +31,8 @@ def kept_keys(proxy: RunningProxy, kind: str, redis_url: str) -> set[str]:
     if kind == "redis":
         client = redis.Redis.from_url(redis_url)
         names = {name.decode() for name in client.scan_iter("escalator:*")}
+        # The tenant directory's documents and usage are not budget keys.
+        names = {name for name in names if not name.startswith("escalator:tenants:")}
         client.close()
         return {name.replace("escalator:{acme}:", "acme/") for name in names}
     return set(proxy.state.store._keys)

@@ -1,39 +1,44 @@
-"""Operator endpoints, behind the admin key (`server.admin_key_env` names its variable)."""
+"""Operator endpoints for helpers, behind the admin key (`server.admin_key_env` names its
+variable). Tenants have their own module (server/routes/tenants.py)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
+from typing import Annotated
 
-import orjson
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from router.policies import PolicyConfigError
-from server.errors import AuthenticationFailed, Conflict, NotFound
-from server.http import json_response
+from server.errors import Conflict
+from server.routes.deps import admin_key
 from server.service import ChatService
-from server.tenancy import header_bytes
 
 log = logging.getLogger("escalator.admin")
 
-
-def check_admin(request: Request) -> None:
-    variable = request.app.state.settings.server.admin_key_env
-    expected = os.environ.get(variable) if variable else None
-    if not expected:
-        raise NotFound("The admin API is off: set server.admin_key_env and that variable.")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise AuthenticationFailed("The Authorization header must be 'Bearer <admin key>'.")
-    if not hmac.compare_digest(header_bytes(given.strip()), expected.encode()):
-        raise AuthenticationFailed("Incorrect admin key.")
+router = APIRouter(prefix="/admin", tags=["helpers"], dependencies=[Depends(admin_key)])
 
 
-async def reload_helpers(request: Request) -> Response:
-    check_admin(request)
+class HelpersReloaded(BaseModel):
+    reloaded: Annotated[list[str], Field(description="'<route>: <policy id>' per route")]
+
+
+class RouteHelpers(BaseModel):
+    policy: str
+    shadow_policy: str | None
+
+
+class HelpersStatus(BaseModel):
+    routes: dict[str, RouteHelpers]
+
+
+@router.post(
+    "/helpers/reload",
+    summary="Re-read every route's helper artifacts",
+    responses={409: {"description": "an artifact is invalid; the running helpers stay"}},
+)
+async def reload_helpers(request: Request) -> HelpersReloaded:
     service: ChatService = request.app.state.service
     try:
         loaded = service.reload_helpers()
@@ -43,7 +48,18 @@ async def reload_helpers(request: Request) -> Response:
             f"Reload refused, the running helpers stay: {exc}", code="invalid_helper"
         ) from None
     log.info("helpers reloaded: %s", ", ".join(loaded))
-    return json_response(orjson.dumps({"reloaded": loaded}))
+    return HelpersReloaded(reloaded=loaded)
 
 
-routes = [Route("/admin/helpers/reload", reload_helpers, methods=["POST"])]
+@router.get("/helpers", summary="The helpers each route runs")
+async def helpers(request: Request) -> HelpersStatus:
+    service: ChatService = request.app.state.service
+    return HelpersStatus(
+        routes={
+            name: RouteHelpers(
+                policy=plan.policy.policy_id,
+                shadow_policy=plan.shadow.policy_id if plan.shadow else None,
+            )
+            for name, plan in service.routes.items()
+        }
+    )

@@ -1,11 +1,12 @@
 """Session endpoints: budget state, the episode's outcome (the training label), and step
-feedback (a reward for one step)."""
+feedback (a reward for one step). The tenant's own API key; another tenant's session is a
+404, as one that does not exist."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import orjson
+from fastapi import APIRouter, Depends, Header
 from pydantic import (
     AllowInfNan,
     BaseModel,
@@ -15,21 +16,20 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
-    ValidationError,
 )
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from server.errors import InvalidRequest
 from server.feedback import FeedbackService
-from server.http import caller_of, json_response, read_json_object
+from server.routes.deps import body_doc, json_body, tenant_caller
 from server.sessions import SessionService
+from server.tenancy import Caller
 
 _MAX_REPORT_BYTES = 64 * 1024
 _MAX_IDEMPOTENCY_KEY_CHARS = 255
 
-Report = TypeVar("Report", bound=BaseModel)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+TenantCaller = Annotated[Caller, Depends(tenant_caller)]
 
 
 class OutcomeReport(BaseModel):
@@ -40,6 +40,8 @@ class OutcomeReport(BaseModel):
 
 
 class FeedbackReport(BaseModel):
+    """A reward for one step, named by exactly one of `request_id` and `step`."""
+
     model_config = ConfigDict(extra="allow")
 
     request_id: Annotated[StrictStr, Field(min_length=1)] | None = None
@@ -47,28 +49,70 @@ class FeedbackReport(BaseModel):
     reward: Annotated[float, Strict(), AllowInfNan(False)]
 
 
-async def describe_session(request: Request) -> Response:
-    session: str = request.path_params["session"]
-    caller = caller_of(request)
+class SessionState(BaseModel):
+    session: str
+    tenant: str
+    steps: int
+    interventions_used: int
+    interventions_left: int
+    outcome_reported: bool
+
+
+class OutcomeRecorded(BaseModel):
+    session: str
+    success: bool
+    recorded: bool
+
+
+class FeedbackRecorded(BaseModel):
+    session: str
+    step: int
+    request_id: str | None
+    reward: float
+    recorded: bool
+    duplicate: Annotated[bool, Field(description="a retry of a report already taken")]
+
+
+@router.get("/{session}", summary="A session's steps and budget")
+async def describe_session(request: Request, session: str, caller: TenantCaller) -> SessionState:
     sessions: SessionService = request.app.state.sessions
-    return json_response(orjson.dumps(await sessions.describe(caller, session)))
+    return SessionState.model_validate(await sessions.describe(caller, session))
 
 
-async def report_outcome(request: Request) -> Response:
-    session: str = request.path_params["session"]
-    caller = caller_of(request)
-    body, _ = await read_json_object(request, _MAX_REPORT_BYTES)
-    report = _validated(OutcomeReport, body, "outcome")
+@router.post(
+    "/{session}/outcome",
+    summary="Report the episode's outcome (once)",
+    openapi_extra=body_doc(OutcomeReport),
+)
+async def report_outcome(
+    request: Request,
+    session: str,
+    caller: TenantCaller,
+    report: Annotated[OutcomeReport, json_body(OutcomeReport, "outcome", _MAX_REPORT_BYTES)],
+) -> OutcomeRecorded:
     sessions: SessionService = request.app.state.sessions
     result = await sessions.report_outcome(caller, session, report.success, report.reward)
-    return json_response(orjson.dumps(result))
+    return OutcomeRecorded.model_validate(result)
 
 
-async def report_feedback(request: Request) -> Response:
-    session: str = request.path_params["session"]
-    caller = caller_of(request)
-    body, _ = await read_json_object(request, _MAX_REPORT_BYTES, non_finite=True)
-    report = _validated(FeedbackReport, body, "feedback")
+@router.post(
+    "/{session}/feedback",
+    summary="Report a reward for one step",
+    openapi_extra=body_doc(FeedbackReport),
+)
+async def report_feedback(
+    request: Request,
+    session: str,
+    caller: TenantCaller,
+    report: Annotated[
+        FeedbackReport,
+        json_body(FeedbackReport, "feedback", _MAX_REPORT_BYTES, non_finite=True),
+    ],
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="makes a retry harmless (1-255 chars)"),
+    ] = None,
+) -> FeedbackRecorded:
     if (report.request_id is None) == (report.step is None):
         raise InvalidRequest(
             "Name the step by exactly one of 'request_id' (its x-request-id) and 'step' "
@@ -79,32 +123,16 @@ async def report_feedback(request: Request) -> Response:
     assert step_ref is not None
     feedback: FeedbackService = request.app.state.feedback
     result = await feedback.report(
-        caller, session, step_ref, report.reward, _idempotency_key(request)
+        caller, session, step_ref, report.reward, _checked(idempotency_key)
     )
-    return json_response(orjson.dumps(result))
+    return FeedbackRecorded.model_validate(result)
 
 
-def _validated(model: type[Report], body: dict[str, Any], what: str) -> Report:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"Invalid {what}: {param}: {first['msg']}", param=param) from None
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+def _checked(idempotency_key: str | None) -> str | None:
+    key = idempotency_key
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
             f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY_CHARS} characters.",
             param="Idempotency-Key",
         )
     return key
-
-
-routes = [
-    Route("/v1/sessions/{session}", describe_session, methods=["GET"]),
-    Route("/v1/sessions/{session}/outcome", report_outcome, methods=["POST"]),
-    Route("/v1/sessions/{session}/feedback", report_feedback, methods=["POST"]),
-]
