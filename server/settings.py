@@ -255,12 +255,20 @@ class RouteSettings(_Section):
 class TenantLimits(_Section):
     """What a tenant may spend and how it is served: set in the file or by the admin API."""
 
-    interventions_per_session: Annotated[int, Field(ge=0)] = 3
-    interventions_per_day: Annotated[int, Field(ge=0)] | None = None
-    exploration: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    interventions_per_session: Annotated[
+        int, Field(ge=0, description="budget units a session may spend (C)")
+    ] = 3
+    interventions_per_day: (
+        Annotated[int, Field(ge=0, description="budget units a UTC day may spend")] | None
+    ) = None
+    exploration: Annotated[
+        float, Field(ge=0.0, le=1.0, description="share of steps whose action is flipped (ε)")
+    ] = 0.0
     # Met by moving the threshold of score-based policies online (see router/calibration.py).
-    target_escalation_rate: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
-    capture_content: bool = False
+    target_escalation_rate: (
+        Annotated[float, Field(gt=0.0, lt=1.0, description="share of steps to escalate")] | None
+    ) = None
+    capture_content: Annotated[bool, Field(description="log steps' messages and answers")] = False
 
 
 class TenantSettings(TenantLimits):
