@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the learning loop end to end on the embedded default (or --world sim)",
         formatter_class=shown,
     )
+    tenants = commands.add_parser(
+        "tenants",
+        help="manage tenants, keys and budgets of a running proxy (its admin API)",
+        formatter_class=shown,
+    )
     # Only the command being run builds its options: `serve` never imports training code
     # (nor numpy, rich or httpx), and `train` never imports the demo.
     command = _command(sys.argv[1:] if argv is None else argv)
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             train.set_defaults(missing=exc)
         else:
             add_arguments(train)
+    elif command == "tenants":
+        from server.tenants.cli import add_arguments as add_tenants_arguments
+
+        add_tenants_arguments(tenants)
     elif command == "demo":
         try:
             from demo.cli import add_arguments as add_demo_arguments
@@ -61,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from server.cli import serve as run_serve
 
         return run_serve(args.config, host=args.host, port=args.port, log_level=args.log_level)
+    if args.command == "tenants":
+        from server.tenants.cli import run as run_tenants
+
+        return run_tenants(args)
     if getattr(args, "missing", None) is not None:
         print(
             f"escalator {args.command} needs the training extra ({args.missing}): "

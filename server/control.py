@@ -26,6 +26,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
@@ -51,7 +53,51 @@ def control_app(handlers: Mapping[Any, ExceptionHandler]) -> FastAPI:
     )
     for module in (sessions, tenants, admin):
         app.include_router(module.router)
+    app.openapi = lambda: _with_envelopes(app)  # type: ignore[method-assign]
     return app
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """OpenAI's error envelope: every error the proxy answers has this shape."""
+
+    error: ErrorBody
+
+
+def _with_envelopes(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, saying what the proxy really answers on errors: the envelope, and a
+    400 (never FastAPI's 422) for a body or parameter that does not validate."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    envelope = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(envelope.pop("$defs"))
+    components["ErrorEnvelope"] = envelope
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    for operation in (op for path in schema["paths"].values() for op in path.values()):
+        responses = operation["responses"]
+        responses.pop("422", None)
+        responses.setdefault("400", {"description": "invalid request"})
+        responses.setdefault("401", {"description": "no key, or not a valid one"})
+        for status, response in responses.items():
+            if status.startswith(("4", "5")):
+                response["content"] = content
+    app.openapi_schema = schema
+    return schema
 
 
 class ControlPlane(BaseRoute):
