@@ -10,6 +10,8 @@ Maximum throughput uses wrk.
     python bench/gateway.py --quick         # one repetition, shorter runs
     python bench/gateway.py --litellm --litellm-bin /tmp/litellm-venv/bin/litellm
                                             # also LiteLLM in front of the same upstream
+    python bench/gateway.py --telemetry     # also a second proxy with [telemetry] on,
+                                            # exporting to bench/otlp_sink.py (the otel extra)
 
 Prints a table and writes bench/results/gateway-<time>.json.
 """
@@ -244,6 +246,32 @@ def start_litellm(
     return process, Target("litellm", url, "agent", {"authorization": "Bearer sk-litellm-bench"})
 
 
+def start_traced_proxy(
+    upstream: str, work: Path, sink_port: int, port: int, store: str
+) -> list[subprocess.Popen[bytes]]:
+    """The same proxy with [telemetry] on, exporting every step's spans to an OTLP sink that
+    only counts them (on the load core: it is not the proxy's cost)."""
+    config = proxy_config(upstream, work / "data-otel", port, store)
+    config["telemetry"] = {"otlp_endpoint": f"http://127.0.0.1:{sink_port}"}
+    path = work / "escalator-otel.toml"
+    path.write_bytes(tomli_w.dumps(config).encode())
+    serve = [sys.executable, "-m", "escalator", "serve", "--config", str(path)]
+    return [
+        start([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(sink_port)], LOAD_CORE),
+        start([*serve, "--log-level", "warning"], PROXY_CORE),
+    ]
+
+
+async def sink_count(port: int) -> dict[str, int]:
+    await asyncio.sleep(6)  # the batch processor exports every 5 s
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/count") as response,
+    ):
+        counted: dict[str, int] = await response.json()
+        return counted
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -252,6 +280,9 @@ async def main() -> None:
         "--litellm-bin", help="the litellm command, e.g. from a venv of its own (its pins clash)"
     )
     parser.add_argument("--budget-store", default="sqlite", choices=["memory", "sqlite"])
+    parser.add_argument(
+        "--telemetry", action="store_true", help="also measure a proxy exporting OTLP traces"
+    )
     args = parser.parse_args()
     seconds, repeats, wrk_seconds = (5.0, 1, 5) if args.quick else (10.0, 3, 10)
     os.sched_setaffinity(0, {LOAD_CORE})
@@ -307,6 +338,15 @@ async def main() -> None:
         process, target = start_litellm(upstream, work, args.litellm_bin)
         processes.append(process)
         targets["litellm"] = target
+    if args.telemetry:
+        sink_port, traced_port = free_port(), free_port()
+        processes += start_traced_proxy(upstream, work, sink_port, traced_port, args.budget_store)
+        targets["escalator+otel"] = Target(
+            "escalator+otel",
+            f"http://127.0.0.1:{traced_port}/v1/chat/completions",
+            "agent",
+            {"authorization": f"Bearer {KEY}"},
+        )
     results: dict[str, Any] = {
         "quick": args.quick,
         "cores": {"load+upstream": LOAD_CORE, "proxy": PROXY_CORE},
@@ -319,6 +359,8 @@ async def main() -> None:
             await wait_up(
                 targets["litellm"].url.replace("/v1/chat/completions", "/health/liveliness")
             )
+        if args.telemetry:
+            await wait_up(targets["escalator+otel"].url.replace("/v1/chat/completions", "/healthz"))
         for target in targets.values():  # warm up pools and caches
             await open_loop(target, 100, 1.0, stream=False)
 
@@ -346,6 +388,8 @@ async def main() -> None:
                 for name, t in targets.items()
                 if name != "litellm"
             }
+        if args.telemetry:
+            results["otlp_sink"] = await sink_count(sink_port)
     finally:
         for process in processes:
             process.terminate()
@@ -387,6 +431,10 @@ def report(results: dict[str, Any]) -> None:
         print(
             f"max req/s c={c:<3} {cells}   escalator/baseline {r['escalator'] / r['baseline']:.2f}"
         )
+        if "escalator+otel" in r:
+            print(f"{'':<16}escalator+otel/escalator {r['escalator+otel'] / r['escalator']:.3f}")
+    if "otlp_sink" in results:
+        print(f"OTLP sink received: {results['otlp_sink']}")
 
 
 if __name__ == "__main__":

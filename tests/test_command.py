@@ -46,7 +46,7 @@ def test_serve_loads_no_training_code() -> None:
 # The proxy's app built from a configuration without [telemetry]: none of its tracing is
 # loaded (server/otel.py, the SDK's tracer, the exporter, protobuf). Where the `otel` extra is
 # installed, other libraries load parts of OpenTelemetry themselves at import (redis-py 8 its
-# SDK's metrics, FastAPI its API): not on a request's path, and not ours to guard.
+# SDK's metrics, FastAPI its API and propagators): not on a step's path, and not ours.
 APP_WITHOUT_TELEMETRY = """
 import sys
 from server.app import create_app
@@ -59,7 +59,6 @@ prefixes = (
     "opentelemetry.sdk.trace",
     "opentelemetry.exporter",
     "opentelemetry.proto",
-    "opentelemetry.trace.propagation.tracecontext",
     "google.protobuf",
 )
 print(",".join(sorted(name for name in sys.modules if name.startswith(prefixes))))

@@ -214,6 +214,49 @@ def test_a_failed_intervention_is_an_error_span_beside_the_base_models_answer(
     assert base.status != STATUS_ERROR and base.parent_span_id == step.span_id
 
 
+def test_a_served_draft_and_a_best_of_n_intervention_are_call_spans_of_their_steps(
+    traced: Callable[..., RunningProxy], receiver: OtlpReceiver, fake_upstream: FakeUpstream
+) -> None:
+    weak = {"upstream": "weak", "model": "weak-model"}
+    samples = {"kind": "best_of_n", "upstream": "strong", "model": "vote", "n": 3}
+    proxy = traced(
+        routes={
+            "cascade": {"base": weak, "policy": {"kind": "never"}, "decide": "after_draft"},
+            "voted": {
+                "base": weak,
+                "policy": {"kind": "always"},
+                "interventions": [{**samples, "sampling": "parallel"}],
+                "agreement_checks": False,
+            },
+        }
+    )
+    before = len(fake_upstream.log.requests)
+    headers = {**HEADERS, "traceparent": traceparent()}
+    for model in ("cascade", "voted"):
+        body = {"model": model, "messages": user()}
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", headers=headers, json=body)
+    upstream_saw = sent(fake_upstream, before)
+    spans = exported(proxy, receiver)
+
+    cascade = one(spans, **{"escalator.route": "cascade"})
+    assert cascade.attributes["escalator.draft_served"] is True
+    draft = one(spans, **{"escalator.call": "draft"})
+    assert draft.parent_span_id == cascade.span_id
+    assert draft.attributes["gen_ai.usage.output_tokens"] == 7
+
+    voted = one(spans, **{"escalator.route": "voted"})
+    assert voted.attributes["escalator.action"] == "best_of_n"
+    samples_span = one(spans, **{"escalator.call": "best_of_n"})
+    assert samples_span.parent_span_id == voted.span_id
+    assert samples_span.attributes["gen_ai.request.choice.count"] == 3
+    assert samples_span.attributes["gen_ai.usage.output_tokens"] == 3 * 7  # summed
+    # The draft's request, then the three samples, each under its call's span.
+    assert [(model, h["traceparent"]) for model, h in upstream_saw] == [
+        ("weak-model", traceparent(span_id=draft.span_id)),
+        *[("vote", traceparent(span_id=samples_span.span_id))] * 3,
+    ]
+
+
 def test_an_unsampled_agent_trace_records_nothing_and_still_reaches_the_upstream(
     traced: Callable[..., RunningProxy], receiver: OtlpReceiver, fake_upstream: FakeUpstream
 ) -> None:
