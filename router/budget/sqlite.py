@@ -331,8 +331,15 @@ def _lock(path: Path) -> int:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    return connect(path, _SCHEMA)
+
+
+def connect(path: Path, schema: str, timeout_s: float = 5.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), write-ahead logged, with
+    `schema` created; usable from any one thread at a time. The proxy's other SQLite files
+    (stored responses, tenants) open theirs the same way."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout_s)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
+    conn.executescript(schema)
     return conn

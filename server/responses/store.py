@@ -21,6 +21,8 @@ from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from router.budget.sqlite import connect
+
 T = TypeVar("T")
 
 
@@ -104,11 +106,7 @@ class SqliteResponseStore:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        return db
+        return connect(path, _SCHEMA)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from router.budget.sqlite import connect
 from server.tenants.usage import UsageCounts
 
 T = TypeVar("T")
@@ -124,15 +125,7 @@ class SqliteTenantStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tenants-db")
-        self._db = self._pool.submit(self._open, path).result()
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        return db
+        self._db = self._pool.submit(connect, path, _SCHEMA).result()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
