@@ -44,7 +44,7 @@ Directory = Annotated[TenantDirectory, Depends(_directory)]
 
 @router.get("", summary="Every tenant")
 async def list_tenants(directory: Directory) -> TenantList:
-    return TenantList(data=[TenantView.of(r) for r in directory.list()])
+    return TenantList(data=[TenantView.of(r) for r in await directory.list()])
 
 
 @router.post(

@@ -138,8 +138,10 @@ class TenantDirectory:
 
     # -- the admin API's operations -----------------------------------------------------------
 
-    def list(self) -> list[TenantRecord]:
-        return [self.records[name] for name in sorted(self.records)]
+    async def list(self) -> list[TenantRecord]:
+        """Every tenant as the store has it now (not as this replica last loaded it)."""
+        _, docs = await _from_store(self.store.load())
+        return [TenantRecord.load(docs[name]) for name in sorted(docs)]
 
     async def get(self, name: str) -> TenantRecord:
         doc = await _from_store(self.store.get(name))

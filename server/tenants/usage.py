@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from server.trace import StepTrace
 
 USAGE_TTL_S = 8 * 86_400  # a week of days back, and today
+_DAY_S = 86_400
 
 
 @dataclass(slots=True)
@@ -37,13 +38,19 @@ class UsageTally:
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], UsageCounts] = {}
+        self._day = ""
+        self._day_ends = 0.0
 
     def count(self, trace: StepTrace) -> None:
         """Count a step on a route (called as its answer starts; pass-through calls are not
         agent steps and are not counted)."""
         if trace.route is None or trace.step is None:
             return
-        key = (today(), trace.tenant)
+        now = time.time()
+        if now >= self._day_ends:  # formatting the day costs more than the rest: once a day
+            self._day = today()
+            self._day_ends = (now // _DAY_S + 1) * _DAY_S
+        key = (self._day, trace.tenant)
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = UsageCounts()
