@@ -59,6 +59,7 @@ class TenantDirectory:
         self.tally = tally
         self.poll_s = poll_s
         self.records: dict[str, TenantRecord] = {}
+        self._docs: dict[str, bytes] = {}  # the documents `records` were parsed from
         self._version: int | None = None
         self._poller: asyncio.Task[None] | None = None
         self._failure_reported_at = float("-inf")
@@ -118,13 +119,18 @@ class TenantDirectory:
             log.warning("tenant store unavailable; serving the last tenants: %r", exc)
 
     async def refresh(self) -> None:
-        """Load every tenant and serve exactly those."""
+        """Load every tenant and serve exactly those. Only the documents that changed are
+        parsed again: with many tenants, one change does not stall the event loop."""
         version, docs = await self.store.load()
-        records = {name: TenantRecord.load(doc) for name, doc in docs.items()}
+        known = self._docs
+        records = {
+            name: self.records[name] if known.get(name) == doc else TenantRecord.load(doc)
+            for name, doc in docs.items()
+        }
         self.tenancy.install(
             (Caller(r.name, r.limits), [k.digest for k in r.keys]) for r in records.values()
         )
-        self.records, self._version = records, version
+        self.records, self._docs, self._version = records, docs, version
 
     async def flush_usage(self) -> None:
         counts = self.tally.take()
