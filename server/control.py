@@ -70,6 +70,15 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+_ERRORS = {
+    "400": "invalid request",
+    "401": "no key, or not a valid one",
+    "404": "not found (on /admin: also the admin API being off)",
+    "503": "a store is unavailable; retry later",
+}
+_BODY_ERRORS = {"408": "the body did not arrive in time", "413": "the body is too large"}
+
+
 def _with_envelopes(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, saying what the proxy really answers on errors: the envelope, and a
     400 (never FastAPI's 422) for a body or parameter that does not validate."""
@@ -91,8 +100,9 @@ def _with_envelopes(app: FastAPI) -> dict[str, Any]:
     for operation in (op for path in schema["paths"].values() for op in path.values()):
         responses = operation["responses"]
         responses.pop("422", None)
-        responses.setdefault("400", {"description": "invalid request"})
-        responses.setdefault("401", {"description": "no key, or not a valid one"})
+        errors = {**_ERRORS, **(_BODY_ERRORS if "requestBody" in operation else {})}
+        for status, description in errors.items():
+            responses.setdefault(status, {"description": description})
         for status, response in responses.items():
             if status.startswith(("4", "5")):
                 response["content"] = content

@@ -25,12 +25,12 @@ Model = TypeVar("Model", bound=BaseModel)
 
 # For OpenAPI only (auto_error off): the checks below read the header themselves.
 _admin_bearer = HTTPBearer(
-    auto_error=False, scheme_name="admin key", description="the key in server.admin_key_env"
+    auto_error=False, scheme_name="AdminKey", description="the key in server.admin_key_env"
 )
-_tenant_bearer = HTTPBearer(auto_error=False, scheme_name="API key")
+_tenant_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey")
 
 
-def admin_key(
+async def admin_key(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> None:
@@ -46,7 +46,7 @@ def admin_key(
         raise AuthenticationFailed("Incorrect admin key.")
 
 
-def tenant_caller(
+async def tenant_caller(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_tenant_bearer)],
 ) -> Caller:

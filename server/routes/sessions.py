@@ -42,7 +42,15 @@ class OutcomeReport(BaseModel):
 class FeedbackReport(BaseModel):
     """A reward for one step, named by exactly one of `request_id` and `step`."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={  # for OpenAPI; the handler checks it with its own message
+            "oneOf": [
+                {"required": ["request_id"], "properties": {"request_id": {"type": "string"}}},
+                {"required": ["step"], "properties": {"step": {"type": "integer"}}},
+            ]
+        },
+    )
 
     request_id: Annotated[StrictStr, Field(min_length=1)] | None = None
     step: StrictInt | None = None
@@ -82,6 +90,7 @@ async def describe_session(request: Request, session: str, caller: TenantCaller)
 @router.post(
     "/{session}/outcome",
     summary="Report the episode's outcome (once)",
+    responses={409: {"description": "the outcome was already reported"}},
     openapi_extra=body_doc(OutcomeReport),
 )
 async def report_outcome(
@@ -98,6 +107,7 @@ async def report_outcome(
 @router.post(
     "/{session}/feedback",
     summary="Report a reward for one step",
+    responses={409: {"description": "the Idempotency-Key was used for another report"}},
     openapi_extra=body_doc(FeedbackReport),
 )
 async def report_feedback(

@@ -34,7 +34,7 @@ router = APIRouter(prefix="/admin/tenants", tags=["tenants"], dependencies=[Depe
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such tenant (or key)"}}
 
 
-def _directory(request: Request) -> TenantDirectory:
+async def _directory(request: Request) -> TenantDirectory:
     directory: TenantDirectory = request.app.state.tenants
     return directory
 

@@ -7,9 +7,9 @@ and nowhere else.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from server.settings import TenantLimits
@@ -18,10 +18,33 @@ from server.tenants.records import TENANT_NAME, KeyRecord, Source, TenantRecord
 TenantName = Annotated[str, Field(pattern=TENANT_NAME, description="letters, digits, _ . -")]
 
 
-class TenantCreate(TenantLimits):
-    """A new tenant: its name and limits (those left out take their defaults)."""
+class _AdminRequest(BaseModel):
+    """Strict types (no "3" for 3, no 1 for true), unknown fields refused. JSON does not tell
+    2 from 2.0, so a whole number is taken where an integer is wanted."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            k: int(v) if k in _INTEGERS and isinstance(v, float) and v.is_integer() else v
+            for k, v in data.items()
+        }
+
+
+_INTEGERS = {
+    name
+    for name, field in TenantLimits.model_fields.items()
+    if int in (field.annotation, *get_args(field.annotation))
+    or any(int in get_args(a) for a in get_args(field.annotation))
+}
+
+
+class TenantCreate(TenantLimits, _AdminRequest):
+    """A new tenant: its name and limits (those left out take their defaults)."""
 
     name: TenantName
 
@@ -37,7 +60,7 @@ _LIMITS: dict[str, Any] = {
 }
 TenantUpdate: type[BaseModel] = create_model(
     "TenantUpdate",
-    __config__=ConfigDict(extra="forbid", strict=True),
+    __base__=_AdminRequest,
     __doc__="Limits to change; fields left out stay as they are.",
     **_LIMITS,
 )
