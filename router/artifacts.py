@@ -13,14 +13,18 @@ A directory holding `helper.json` and a weights file in a non-executable format 
                   "actions": [[0, 1, 1], ...],       # table: per bin, per remaining budget 0..B
                   "training": {"data_digest": "...", ...}, "evaluation": {...}}
     weights.json {"bias": b, "features": [...], "embedding": [...], "budget": w,
-                  "fallback_embedding": [...]}    # for the fallback embedding, if any
+                  "fallback_embedding": [...],   # for the fallback embedding, if any
+                  "hidden": {"features": [[...], ...], "embedding": [[...], ...],
+                             "budget": [...], "bias": [...], "output": [...]}}  # optional
 
 A `minilm` embedding needs the `embed` extra; where it is not installed the helper uses its
 fallback (hashed n-grams with their own weights) or, lacking one, its features alone, and
 says so in a warning: it never fails to load for that reason.
 
-The weights define a linear model over the features, the embedding and the remaining budget,
-squashed by a logistic: for `learned` it is P(escalating pays off); for `table` it is the
+The weights define a score over the features, the embedding and the remaining budget: a
+linear part plus, optionally, a layer of ReLU units (one row of input weights per unit, split
+as the linear part's is; unit k adds output[k] · max(0, row_k · x + bias[k])), squashed by a
+logistic: for `learned` it is P(escalating pays off); for `table` it is the
 PRM's P(success), binned and looked up with the remaining budget. Everything is checked at
 load: a malformed, incomplete or non-finite artifact raises ArtifactError and is never used.
 """
@@ -33,6 +37,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import mul
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,25 +62,40 @@ class Embedder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class LinearScorer:
+class HiddenUnits:
+    """ReLU units over the scorer's inputs (features, embedding, remaining budget, in order)."""
+
+    rows: tuple[tuple[float, ...], ...]
+    bias: tuple[float, ...]
+    output: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scorer:
     features: tuple[str, ...]
     embedding: Embedder | None
     bias: float
     feature_weights: tuple[float, ...]
     embedding_weights: tuple[float, ...]
     budget_weight: float
+    hidden: HiddenUnits | None = None
 
     def score(
         self, features: Mapping[str, float], messages: Sequence[Message], remaining: int
     ) -> float:
-        z = self.bias + self.budget_weight * remaining
-        z += sum(
-            w * features.get(name, 0.0)
-            for name, w in zip(self.features, self.feature_weights, strict=True)
-        )
+        inputs = [features.get(name, 0.0) for name in self.features]
+        z = self.bias + self.budget_weight * remaining + sum(map(mul, self.feature_weights, inputs))
         if self.embedding is not None:
             vector = self.embedding.embed_messages(messages)
-            z += sum(w * v for w, v in zip(self.embedding_weights, vector, strict=True))
+            z += sum(map(mul, self.embedding_weights, vector))
+            inputs += vector
+        if self.hidden is not None:
+            inputs.append(float(remaining))
+            h = self.hidden
+            for row, bias, out in zip(h.rows, h.bias, h.output, strict=True):
+                unit = bias + sum(map(mul, row, inputs))
+                if unit > 0.0:
+                    z += out * unit
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
@@ -83,7 +103,7 @@ class LinearScorer:
 class HelperArtifact:
     kind: str
     digest: str
-    scorer: LinearScorer
+    scorer: Scorer
     thresholds: Mapping[str, float]
     bins: tuple[float, ...]
     actions: tuple[tuple[int, ...], ...]
@@ -136,18 +156,19 @@ def load_artifact(
     ):
         raise ArtifactError(f"{directory}: weights must name a .json file in the directory")
     weights = _read_json(directory / weights_name)
-    scorer = LinearScorer(
+    embedding_dim = embedding.dim if embedding else 0
+    scorer = Scorer(
         features=tuple(features),
         embedding=embedding,
         bias=_finite(weights.get("bias"), "bias", directory),
         feature_weights=_vector(weights.get("features", []), len(features), "features", directory),
         embedding_weights=_vector(
-            weights.get(embedding_key, []),
-            embedding.dim if embedding else 0,
-            embedding_key,
-            directory,
+            weights.get(embedding_key, []), embedding_dim, embedding_key, directory
         ),
         budget_weight=_finite(weights.get("budget", 0.0), "budget", directory),
+        hidden=_hidden(
+            weights.get("hidden"), len(features), embedding_dim, embedding_key, directory
+        ),
     )
     thresholds: dict[str, float] = {}
     bins: tuple[float, ...] = ()
@@ -177,6 +198,28 @@ def load_artifact(
     ).hexdigest()
     meta: dict[str, Any] = {k: spec[k] for k in ("training", "evaluation") if k in spec}
     return HelperArtifact(kind, digest, scorer, thresholds, bins, actions, meta)
+
+
+def _hidden(
+    spec: Any, n_features: int, embedding_dim: int, embedding_key: str, directory: Path
+) -> HiddenUnits | None:
+    """The optional ReLU units, each row joined over (features, embedding, budget)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ArtifactError(f"{directory}: hidden must be an object of per-unit weights")
+    bias = _vector(spec.get("bias"), None, "hidden.bias", directory)
+    units = len(bias)
+    output = _vector(spec.get("output"), units, "hidden.output", directory)
+    budget = _vector(spec.get("budget", [0.0] * units), units, "hidden.budget", directory)
+    parts = []
+    for key, width in (("features", n_features), (embedding_key, embedding_dim)):
+        rows = spec.get(key) if width else [[]] * units  # no such input: nothing to read
+        if not isinstance(rows, list) or len(rows) != units:
+            raise ArtifactError(f"{directory}: hidden.{key} needs one row per unit ({units})")
+        parts.append([_vector(row, width, f"hidden.{key}", directory) for row in rows])
+    rows = tuple((*f, *e, b) for f, e, b in zip(*parts, budget, strict=True))
+    return HiddenUnits(rows, bias, output)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,31 @@ def test_nan_or_missing_weights_are_refused(tmp_path: Path) -> None:
     (tmp_path / "weights.json").unlink()
     with pytest.raises(ArtifactError, match="missing"):
         load_artifact(tmp_path)
+
+
+def test_hidden_units_add_what_the_linear_part_cannot(tmp_path: Path) -> None:
+    """One ReLU unit fires on a failed tool call late in a session only (a conjunction);
+    malformed units are refused."""
+    write_helper(tmp_path, bias=-3.0, error_weight=0.0)
+    weights = json.loads((tmp_path / "weights.json").read_text())
+    unit = {"features": [[4.0, 1.0]], "bias": [-8.0], "output": [1.0], "budget": [0.0]}
+    (tmp_path / "weights.json").write_text(json.dumps({**weights, "hidden": unit}))
+    policy = build_policy({"kind": "learned", "artifact": str(tmp_path)}, CONTEXT)
+    roomy = BudgetView(limit=3, used=0, cheapest_cost=1)
+    late = replace(state(True), features={**state(True).features, "step": 10.0})
+    early = replace(late, features={**late.features, "step": 1.0})
+    assert policy.decide(late, roomy).action == "strong"  # 4 + 10 - 8 = 6, minus 3
+    assert policy.decide(early, roomy).action == "base"  # the unit stays off
+    assert policy.decide(replace(late, features={"step": 10.0}), roomy).action == "base"
+    for broken, message in [
+        ({**unit, "output": [1.0, 2.0]}, "hidden.output has 2 weights, expected 1"),
+        ({**unit, "features": [[4.0]]}, "hidden.features has 1 weights, expected 2"),
+        ({**unit, "features": []}, "hidden.features needs one row per unit"),
+        ({**unit, "bias": [float("nan")]}, "hidden.bias must be a finite number"),
+    ]:
+        (tmp_path / "weights.json").write_text(json.dumps({**weights, "hidden": broken}))
+        with pytest.raises(ArtifactError, match=message):
+            load_artifact(tmp_path)
 
 
 def test_a_policy_naming_a_bad_artifact_is_a_config_error(tmp_path: Path) -> None:

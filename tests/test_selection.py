@@ -26,7 +26,7 @@ from training.advantage import (
 from training.candidates import CONSENSUS, Candidate, consensus, export_choice, select
 from training.dataset import Dataset
 from training.gate import check
-from training.linear import LinearModel
+from training.linear import ScoreModel
 from training.selection import (
     Evidence,
     choose,
@@ -187,8 +187,8 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     rng = np.random.default_rng(1)
     width = data.features.shape[1]
     hard = data.features[:, 0].astype(np.float64)
-    learned = Candidate("DR", tau, LinearModel(0.0, np.ones(width)))
-    noise = Candidate("noise", rng.normal(size=data.n_steps), LinearModel(0.0, np.zeros(width)))
+    learned = Candidate("DR", tau, ScoreModel(0.0, np.ones(width)))
+    noise = Candidate("noise", rng.normal(size=data.n_steps), ScoreModel(0.0, np.zeros(width)))
     mixed = consensus([learned, noise], evidence.informative)
     assert mixed.scores is not None
     assert mixed.scores[hard == 1].mean() > mixed.scores[hard == 0].mean() + 0.5
@@ -198,7 +198,7 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     choice = select(evidence, [mixed, learned, noise], 1.0, 0.0)
     assert choice is not None and choice.candidate.name in (CONSENSUS, "DR")
     # A candidate that is clearly better wins.
-    oracle = Candidate("oracle", hard, LinearModel(0.0, np.ones(width)))
+    oracle = Candidate("oracle", hard, ScoreModel(0.0, np.ones(width)))
     worse = consensus([noise], evidence.informative)
     choice = select(evidence, [worse, oracle], 1.0, 0.0)
     assert choice is not None and choice.candidate.name == "oracle"
@@ -210,7 +210,7 @@ def test_a_consensus_of_feature_only_learners_exports_without_text(
     from router.artifacts import load_artifact
 
     data, evidence, tau = logged
-    member = Candidate("DR", tau, LinearModel(0.0, np.array([1.0])), text=False)
+    member = Candidate("DR", tau, ScoreModel(0.0, np.array([1.0])), text=False)
     mixed = consensus([member], evidence.informative)
     choice = select(evidence, [mixed], 1.0, 0.0)
     assert choice is not None
@@ -235,7 +235,7 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     rows = checked(with_checks)
     assert (rows == escalated).all()
     folds = session_folds(data.n_sessions, 5, 0)
-    fitted = fit_disagreement(with_checks, data.features, rows, folds, None, 10_000, 0)
+    fitted = fit_disagreement(with_checks, data.features, rows, folds, 10_000, 0)
     assert fitted.scores[hard].min() > fitted.scores[~hard].max()  # every state, checked or not
     # Worth making: the hard step of each session, where the base model differs more often
     # than at a random escalated step.
@@ -250,6 +250,75 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
         cap=10,
         cost=1,
     )
-    assert worth_making(with_checks, evidence, fitted.scores) == 1.0
+    assert worth_making(with_checks, evidence, fitted.probability) == 1.0
     # A label that never varies (a base model that always answers the same) is left out.
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()
+
+
+def test_the_checks_learner_sees_a_conjunction_a_linear_model_cannot() -> None:
+    """A step is hard where two facts hold at once (a fragile thing held AND a wet floor),
+    each of which also shows on routine steps: no linear score ranks the hard steps first,
+    the network does, and its out-of-fold error chooses it."""
+    from training.disagreement import fit_disagreement
+
+    data = silent_logs(600)
+    rng = np.random.default_rng(2)
+    facts = rng.random((data.n_steps, 2)) < 0.5
+    hard = facts[:, 0] == facts[:, 1]  # both or neither: no line separates it
+    differs = np.where(hard, rng.random(data.n_steps) < 0.7, rng.random(data.n_steps) < 0.05)
+    escalated = data.action == 1
+    with_checks = replace(data, agreement=np.where(escalated, np.where(differs, 0.0, 1.0), np.nan))
+    matrix = facts.astype(np.float32)
+    folds = session_folds(data.n_sessions, 5, 0)
+    ridge = fit_disagreement(with_checks, matrix, escalated, folds, 10_000, 0, ("ridge",))
+    best = fit_disagreement(with_checks, matrix, escalated, folds, 10_000, 0)
+    assert best.learner == "network" and best.fit_error < ridge.fit_error
+    assert best.scores[hard].min() > best.scores[~hard].max()  # every state, out of fold
+    assert abs(ridge.scores[hard].mean() - ridge.scores[~hard].mean()) < 0.1
+
+
+def test_a_network_helper_scores_in_the_proxy_as_it_did_in_training(tmp_path: Path) -> None:
+    """A consensus of a linear and a network member exports its ReLU units; the proxy's
+    scorer reads the same score from the raw features."""
+    from router.artifacts import load_artifact
+    from router.state import FEATURE_NAMES
+    from training.linear import combine, fit_network
+
+    data = silent_logs(200)
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(data.n_steps, 3)).astype(np.float32)
+    network = fit_network(matrix, (matrix[:, 0] * matrix[:, 1] > 0).astype(int), None)
+    assert network.hidden is not None
+    model = combine([network, ScoreModel(0.5, np.array([1.0, 0.0, -2.0]))], [0.5, 0.25], 0.1)
+    assert np.allclose(
+        model.logit(matrix),
+        0.5 * network.logit(matrix) + 0.25 * (matrix @ [1, 0, -2] + 0.5) + 0.1,
+        atol=1e-4,
+    )
+    evidence = Evidence(
+        start=data.start,
+        position=data.step.astype(np.int64),
+        success=data.success,
+        action=data.action.astype(np.int64),
+        pseudo=np.zeros(data.n_steps),
+        propensity=np.full(data.n_steps, EPSILON),
+        informative=np.ones(data.n_steps, dtype=bool),
+        cap=2,
+        cost=1,
+    )
+    scores = model.logit(matrix).astype(np.float64)
+    choice = select(evidence, [Candidate(CONSENSUS, scores, model, text=False)], 1.0, 0.0)
+    assert choice is not None
+    columns = [FEATURE_NAMES.index(n) for n in ("step", "obs_failed", "repeated_actions")]
+    export_choice(choice, matrix, evidence, tmp_path / "h", columns, None, {})
+    artifact = load_artifact(tmp_path / "h")
+    hidden = artifact.scorer.hidden
+    assert hidden is not None and len(hidden.rows) == len(network.hidden.bias)
+    # The exported score is sigmoid(k * (score - threshold)): the same order of states.
+    proxy = [
+        artifact.scorer.score(
+            dict(zip(artifact.scorer.features, map(float, row), strict=True)), [], 1
+        )
+        for row in matrix[:50]
+    ]
+    assert np.array_equal(np.argsort(proxy, kind="stable"), np.argsort(scores[:50], kind="stable"))

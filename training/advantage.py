@@ -37,7 +37,7 @@ import numpy as np
 
 from router.state import FEATURE_NAMES
 from training.dataset import Dataset
-from training.linear import LinearModel, fit_ridge
+from training.linear import ScoreModel, fit_ridge
 
 _FAILED = FEATURE_NAMES.index("obs_failed")
 
@@ -58,8 +58,8 @@ class Effects:
     pseudo: np.ndarray  # φ_t (0 where not informative)
     t_learner: np.ndarray  # out-of-fold m̂_1 − m̂_0
     dr_learner: np.ndarray  # out-of-fold τ̂ fitted on φ
-    t_model: tuple[LinearModel, LinearModel]  # m̂_0, m̂_1 on every informative step
-    dr_model: LinearModel  # τ̂ on every informative step
+    t_model: tuple[ScoreModel, ScoreModel]  # m̂_0, m̂_1 on every informative step
+    dr_model: ScoreModel  # τ̂ on every informative step
     fit_error: float  # out-of-fold mean squared error of m̂_a(s_t) against G_t
 
 
@@ -143,7 +143,6 @@ def estimate_effects(
     rows: np.ndarray,
     fold_of_session: np.ndarray,
     config: AdvantageConfig,
-    scaled: np.ndarray | None = None,
 ) -> Effects:
     """Cross-fitted T- and DR-learner estimates of τ for one return, on the `rows` that
     carry information."""
@@ -157,8 +156,8 @@ def estimate_effects(
     squared_error = np.zeros(data.n_steps)
     folds = range(int(fold_of_session.max()) + 1) if len(fold_of_session) else range(0)
 
-    def fit(target_rows: np.ndarray, values: np.ndarray) -> LinearModel:
-        return fit_ridge(matrix, values, target_rows, config.max_rows, config.seed, scaled)
+    def fit(target_rows: np.ndarray, values: np.ndarray) -> ScoreModel:
+        return fit_ridge(matrix, values, target_rows, config.max_rows, config.seed)
 
     for k in folds:
         fit_rows = rows & (fold != k)

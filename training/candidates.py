@@ -35,7 +35,7 @@ import numpy as np
 
 from training.advantage import Effects
 from training.helper import NEVER, Helper, export_learned
-from training.linear import LinearModel
+from training.linear import ScoreModel, combine
 from training.selection import (
     Evidence,
     PolicyEstimate,
@@ -53,7 +53,7 @@ from training.selection import (
 class Candidate:
     name: str
     scores: np.ndarray | None = None  # cross-fitted, every step (score candidates)
-    model: LinearModel | None = None  # the score on the state matrix, fitted on everything
+    model: ScoreModel | None = None  # the score on the state matrix, fitted on everything
     flags: np.ndarray | None = None  # fixed candidates: where it intervenes, every step
     sessions: np.ndarray | None = None  # fixed candidates: the sessions it is judged on
     directory: Path | None = None  # fixed candidates: their artifact
@@ -68,13 +68,13 @@ class Choice:
 
 
 def score_candidates(
-    effects: list[tuple[Effects, bool]], prm: LinearModel | None, value: np.ndarray
+    effects: list[tuple[Effects, bool]], prm: ScoreModel | None, value: np.ndarray
 ) -> list[Candidate]:
     """Candidates from each learner's effects (`True`: fitted on features and text)."""
     out = []
     for effect, text in effects:
         m0, m1 = effect.t_model
-        difference = LinearModel(m1.bias - m0.bias, m1.weights - m0.weights)
+        difference = combine([m1, m0], [1.0, -1.0])
         inputs = "" if text else ", features"
         out += [
             Candidate(
@@ -88,7 +88,7 @@ def score_candidates(
             ),
         ]
     risk = -np.log(np.clip(value, 1e-9, 1.0) / np.clip(1.0 - value, 1e-9, 1.0))
-    negated = None if prm is None else LinearModel(-prm.bias, -prm.weights)
+    negated = None if prm is None else prm.affine(-1.0)
     out.append(Candidate("PRM risk", risk, negated))
     return out
 
@@ -98,27 +98,25 @@ DISAGREEMENT = "base disagreement"  # training/disagreement.py
 
 
 def consensus(members: list[Candidate], informative: np.ndarray) -> Candidate:
-    """The mean of the members' scores, each standardised on the informative steps; still a
-    linear model (members on the features alone read zero text weights)."""
-    width = max((len(m.model.weights) for m in members if m.model is not None), default=0)
+    """The mean of the members' scores, each standardised on the informative steps; a model
+    of the same kind as its members (members on the features alone read zero text weights)."""
     if not informative.any():
         return Candidate(CONSENSUS)  # nothing to standardise on: judged as nothing
+    k = max(len(members), 1)
     scores = np.zeros(len(informative))
-    weights = np.zeros(width)
-    bias = 0.0
+    models: list[ScoreModel] = []
+    scales: list[float] = []
+    shift = 0.0
     for member in members:
         assert member.scores is not None and member.model is not None
         mean = float(member.scores[informative].mean())
         spread = float(member.scores[informative].std()) or 1.0
         scores += (member.scores - mean) / spread
-        padded = np.zeros(width)
-        padded[: len(member.model.weights)] = member.model.weights
-        weights += padded / spread
-        bias += (member.model.bias - mean) / spread
-    k = max(len(members), 1)
+        models.append(member.model)
+        scales.append(1.0 / (spread * k))
+        shift -= mean / (spread * k)
     text = any(member.text for member in members)
-    model = LinearModel(bias / k, weights / k)
-    return Candidate(CONSENSUS, scores / k, model, text=text)
+    return Candidate(CONSENSUS, scores / k, combine(models, scales, shift), text=text)
 
 
 def select(
@@ -193,9 +191,8 @@ def export_choice(
     spread = float(scores[evidence.informative].std()) or 1.0
     threshold = (threshold + float(lower.max())) / 2 if len(lower) else threshold - spread / 2
     k = 4.0 / spread
-    model = LinearModel(
-        k * (candidate.model.bias - threshold), np.append(k * candidate.model.weights, 0.0)
-    )
+    # The artifact's last input is the remaining budget, which this score does not read.
+    model = candidate.model.affine(k, -k * threshold, width=candidate.model.width + 1)
     thresholds = {b: 0.5 for b in range(evidence.cost, evidence.cap + 1)}
     thresholds.update({b: NEVER for b in range(evidence.cost)})
     helper = Helper(model, thresholds, evidence.cap)

@@ -23,14 +23,14 @@ import numpy as np
 
 from router.state import FEATURE_NAMES
 from training.dp import DpSolution
-from training.linear import LinearModel, fit_logistic
+from training.linear import HiddenLayer, ScoreModel, fit_logistic
 
 NEVER = 2.0  # a threshold no score reaches: P ≤ 1
 
 
 @dataclass(frozen=True)
 class Helper:
-    model: LinearModel  # over [features, embedding, remaining]
+    model: ScoreModel  # over [features, embedding, remaining]
     thresholds: dict[int, float]  # remaining budget -> threshold; 0 and above-cap included
     cap: int
 
@@ -148,13 +148,30 @@ def export_learned(
             "features": weights[:n_features].tolist(),
             "embedding": weights[n_features:-1].tolist(),
             "budget": float(weights[-1]),
+            **_hidden_units(helper.model.hidden, n_features),
         },
     )
 
 
+def _hidden_units(hidden: HiddenLayer | None, n_features: int) -> dict[str, Any]:
+    """A network's ReLU units, their input weights split as the linear part's are."""
+    if hidden is None:
+        return {}
+    w = hidden.weights
+    return {
+        "hidden": {
+            "features": w[:, :n_features].tolist(),
+            "embedding": w[:, n_features:-1].tolist(),
+            "budget": w[:, -1].tolist(),
+            "bias": hidden.bias.tolist(),
+            "output": hidden.output.tolist(),
+        }
+    }
+
+
 def export_table(
     directory: Path,
-    prm: LinearModel,
+    prm: ScoreModel,
     solution: DpSolution,
     edges: np.ndarray,
     feature_columns: list[int],

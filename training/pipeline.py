@@ -23,9 +23,8 @@ import numpy as np
 
 from router.minilm import DIM as MINILM_DIM
 from training import dp
-from training.candidates import DISAGREEMENT, select
+from training.candidates import select
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
-from training.disagreement import worth_making
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
 from training.evaluation import add_evaluation, as_logged, baselines_at_usage, escalation_by_step
 from training.helper import (
@@ -345,7 +344,7 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
     with timed("candidates"):
         stage("value of intervening, candidates", None)(0)
         prm_model = linear_prm.model if linear_prm is not None else None
-        evidence, candidates = build_candidates(
+        evidence, candidates, worth = build_candidates(
             data,
             matrix,
             inputs,
@@ -357,9 +356,6 @@ def train(config: TrainConfig, stage: Stage = _no_progress) -> TrainResult:
             config.seed,
             config.max_fit_rows,
         )
-        # The agreement checks' bound on usage, the same for every target.
-        checks = next((c.scores for c in candidates if c.name == DISAGREEMENT), None)
-        worth = None if checks is None else worth_making(data, evidence, checks)
         for result in results:
             name = _target_name(result.target)
             dp_helper = dp_helper_candidate(

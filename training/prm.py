@@ -5,7 +5,7 @@ and the model minimises cross-entropy, so its output estimates P(z = 1 | s) unde
 logging policy (and P(z = 1 | s, a) for the per-action models). Three kinds:
 
 - `linear` (default): logistic regression on the helper's features and text embedding. CPU,
-  seconds on a million steps; exports to the proxy's `LinearScorer`, so `threshold` and
+  seconds on a million steps; exports to the proxy's `Scorer`, so `threshold` and
   `table` policies can run it.
 - `transformers`: a sequence classifier fine-tuned on the state text (torch; for GPU
   machines). See training/prm_transformers.py.
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from training.linear import LinearModel, fit_logistic
+from training.linear import ScoreModel, fit_logistic
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class LinearPrm:
 
     def __init__(self, config: PrmConfig) -> None:
         self.config = config
-        self.model: LinearModel | None = None
+        self.model: ScoreModel | None = None
         self.text = True
 
     def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
@@ -108,7 +108,7 @@ class LinearPrm:
         )
         weights = np.zeros(inputs.matrix.shape[1])
         weights[:columns] = model.weights
-        self.model = LinearModel(model.bias, weights)
+        self.model = ScoreModel(model.bias, weights)
 
     def state_value(self, inputs: StateInputs) -> np.ndarray:
         assert self.model is not None, "fit first"
@@ -134,8 +134,8 @@ class ActionValues:
     """P(success | s, a) for a = base, intervention; NaN columns where an action was never
     logged."""
 
-    base: LinearModel | None
-    intervention: LinearModel | None
+    base: ScoreModel | None
+    intervention: ScoreModel | None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         out = np.full((len(matrix), 2), np.nan)
@@ -153,7 +153,7 @@ def fit_action_values(
     config: PrmConfig,
     min_rows: int = 30,
 ) -> ActionValues:
-    models: list[LinearModel | None] = []
+    models: list[ScoreModel | None] = []
     for a in (0, 1):
         rows = train & (action == a)
         models.append(

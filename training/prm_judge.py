@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from training.linear import LinearModel, fit_logistic
+from training.linear import ScoreModel, fit_logistic
 from training.prm import PrmConfig, StateInputs
 
 PROMPT = (
@@ -40,7 +40,7 @@ class JudgePrm:
         self.config = config
         self.concurrency = concurrency
         self.timeout_s = timeout_s
-        self.platt: LinearModel | None = None
+        self.platt: ScoreModel | None = None
         self._cache: dict[str, float] = {}
 
     def fit(self, inputs: StateInputs, success: np.ndarray, train: np.ndarray) -> None:
