@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         sqlite_path=storage.dir / "tenants.db",
         redis_url=storage.redis_url,
     )
-    tenants = TenantDirectory(settings, tenant_store, store, tenancy, usage)
+    tenants = TenantDirectory(settings, tenant_store, store, tenancy, usage, metrics)
 
     def reload_on_signal() -> None:
         try:

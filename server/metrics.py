@@ -236,6 +236,16 @@ class Metrics:
             "Requests being served now (the operations endpoints not counted).",
             registry=r,
         )
+        self.tenant_store_errors = Counter(
+            "escalator_tenant_store_errors_total",
+            "Polls of the tenant store that failed (the last tenants loaded stay in use).",
+            registry=r,
+        )
+        self.tenants_checked = Gauge(
+            "escalator_tenants_checked_timestamp_seconds",
+            "When this replica last confirmed its tenants and keys current (unix time).",
+            registry=r,
+        )
         self.info = Gauge(
             "escalator_build_info",
             "Always 1; labels carry the version and the configuration hash.",

@@ -20,7 +20,7 @@ from server.tenants.directory import TenantDirectory
 from server.tenants.store import SqliteTenantStore
 from server.tenants.usage import UsageTally
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import user, wait_until
+from tests.helpers import metric, user, wait_until
 from tests.servers import KEYS, RedisServer, RunningProxy, proxy_config
 
 ADMIN_KEY = "admin-replicas-test"
@@ -214,3 +214,28 @@ def test_runtime_tenants_survive_a_restart_and_the_file_wins_for_its_own(
             assert wayne["source"] == "api"
         finally:
             proxy.stop()
+
+
+def test_a_tenant_store_that_is_down_leaves_the_last_tenants_serving(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on port 1: the file's keys still authenticate (the step itself fails
+    on the budget store, a 503), admin calls are 503 envelopes, and the metrics say so."""
+    monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
+    config = proxy_config(
+        fake_upstream.base_url,
+        tmp_path,
+        server={"admin_key_env": ADMIN_ENV},
+        storage={"budget_store": "redis", "redis_url": "redis://127.0.0.1:1/0"},
+    )
+    proxy = RunningProxy(config).start()
+    try:
+        assert status_of_step(proxy.url, KEYS["acme"]).status_code == 503
+        assert status_of_step(proxy.url, "sk-unknown").status_code == 401
+        answer = httpx.get(f"{proxy.url}/admin/tenants", headers=ADMIN)
+        assert answer.status_code == 503 and answer.json()["error"]["code"]
+        with httpx.Client(base_url=proxy.url) as client:
+            assert metric(client, "escalator_tenant_store_errors_total") >= 1
+            assert metric(client, "escalator_tenants_checked_timestamp_seconds") == 0
+    finally:
+        proxy.stop()

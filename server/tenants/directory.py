@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from router.budget import BudgetStore, tenant_day_key
 from server.errors import Conflict, EscalatorError, NotFound, ServiceUnavailable
+from server.metrics import Metrics
 from server.settings import Settings, TenantLimits
 from server.tenancy import Caller, Tenancy
 from server.tenants.api import TenantUsage
@@ -50,6 +51,7 @@ class TenantDirectory:
         budgets: BudgetStore,
         tenancy: Tenancy,
         tally: UsageTally,
+        metrics: Metrics | None = None,
         poll_s: float = POLL_S,
     ) -> None:
         self.settings = settings
@@ -57,6 +59,7 @@ class TenantDirectory:
         self.budgets = budgets
         self.tenancy = tenancy
         self.tally = tally
+        self.metrics = metrics
         self.poll_s = poll_s
         self.records: dict[str, TenantRecord] = {}
         self._docs: dict[str, bytes] = {}  # the documents `records` were parsed from
@@ -72,6 +75,7 @@ class TenantDirectory:
         it serves the file's tenants, and the poll syncs once the store answers."""
         try:
             await self._sync()
+            self._checked()
         except Exception as exc:  # the store's client raises its own error types
             self._report_failure(exc)
         self._poller = asyncio.create_task(self._poll(), name="tenant-directory")
@@ -108,11 +112,18 @@ class TenantDirectory:
                     await self._sync()
                 elif await self.store.version() != self._version:
                     await self.refresh()
+                self._checked()
                 await self.flush_usage()
             except Exception as exc:  # the store's client raises its own error types
                 self._report_failure(exc)
 
+    def _checked(self) -> None:
+        if self.metrics is not None:
+            self.metrics.tenants_checked.set(time.time())
+
     def _report_failure(self, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.tenant_store_errors.inc()
         now = time.monotonic()
         if now - self._failure_reported_at > _REPORT_FAILURE_EVERY_S:
             self._failure_reported_at = now
