@@ -4,7 +4,9 @@ The layout of bench/gateway.py (the fake upstream and wrk on core 0, the proxy o
 its production shape: threshold policy, SQLite budgets, step log and metrics on). Two proxies
 run side by side, the working tree's and the given commit's (exported with `git archive`),
 and wrk measures them in alternation, so drift in the machine's load falls on both alike.
-Prints each round and the median ratio now/before.
+Prints each round and the median ratio now/before, of the maximum req/s and of the proxy
+process's CPU time per request (all its threads; less moved by other jobs on the machine
+than the rate is).
 
     python bench/gateway_compare.py --before 356acfa            # c16, 5 rounds of 10 s
     python bench/gateway_compare.py --before HEAD~3 --connections 64 --rounds 3
@@ -91,7 +93,9 @@ async def main() -> None:
     for name, code in (("before", before_code), ("now", ROOT)):
         targets[name], process = start_proxy(code, upstream, work, name)
         processes.append(process)
+    pids = {name: process.pid for name, process in zip(targets, processes[1:], strict=True)}
     rates: dict[str, list[float]] = {name: [] for name in targets}
+    cpu_us: dict[str, list[float]] = {name: [] for name in targets}
     try:
         await wait_up(f"http://127.0.0.1:{upstream_port}/v1/models")
         for target in targets.values():
@@ -100,10 +104,16 @@ async def main() -> None:
         for round_ in range(args.rounds):
             order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
             for name in order:
+                cpu_before = cpu_seconds(pids[name])
                 rates[name].append(wrk(targets[name], args.connections, args.seconds))
+                served = rates[name][-1] * args.seconds
+                cpu_us[name].append((cpu_seconds(pids[name]) - cpu_before) / served * 1e6)
             print(
                 f"round {round_ + 1}: "
-                + ", ".join(f"{name} {rates[name][-1]:.0f} req/s" for name in targets),
+                + ", ".join(
+                    f"{name} {rates[name][-1]:.0f} req/s {cpu_us[name][-1]:.0f} us/req"
+                    for name in targets
+                ),
                 flush=True,
             )
     finally:
@@ -111,12 +121,19 @@ async def main() -> None:
             process.terminate()
         for process in processes:
             process.wait(30)
-    ratios = [now / before for now, before in zip(rates["now"], rates["before"], strict=True)]
-    print(
-        f"max req/s at c{args.connections}: before {statistics.median(rates['before']):.0f}, "
-        f"now {statistics.median(rates['now']):.0f}; now/before per round "
-        f"{', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
-    )
+    for figure, values in (("max req/s", rates), ("CPU us per request", cpu_us)):
+        ratios = [now / before for now, before in zip(values["now"], values["before"], strict=True)]
+        print(
+            f"{figure} at c{args.connections}: before {statistics.median(values['before']):.0f}, "
+            f"now {statistics.median(values['now']):.0f}; now/before per round "
+            f"{', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
