@@ -5,7 +5,8 @@
 Each policy decides 2,000 steps drawn from generated transcripts of a tool-using agent
 (20 turns, some failed tool calls and repeated actions); the figure is the full decision as
 the proxy makes it: features, the policy, budget feasibility and exploration. Targets: p99
-<= 2 ms for the default helper, <= 15 ms with embeddings.
+<= 2 ms for the default helper, <= 15 ms with embeddings. The network rows are a helper with
+32 ReLU units (what the agreement checks' learner exports when it beats the ridge).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def transcript(rng: random.Random, turns: int = 20) -> list[dict[str, Any]]:
     return messages
 
 
-def write_learned(directory: Path, dim: int | None, kind: str = "hashed") -> Path:
+def write_learned(directory: Path, dim: int | None, kind: str = "hashed", units: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     features = list(FEATURE_NAMES)
     embedding: dict[str, Any] | None = {"kind": kind, "dim": dim} if dim else None
@@ -73,10 +74,22 @@ def write_learned(directory: Path, dim: int | None, kind: str = "hashed") -> Pat
                 "features": [rng.gauss(0, 0.1) for _ in features],
                 "embedding": [rng.gauss(0, 0.1) for _ in range(dim or 0)],
                 "budget": 0.1,
+                **({"hidden": hidden_units(rng, len(features), dim or 0, units)} if units else {}),
             }
         )
     )
     return directory
+
+
+def hidden_units(rng: random.Random, n_features: int, dim: int, units: int) -> dict[str, Any]:
+    """A network helper's ReLU units (what the agreement checks' learner may export)."""
+    return {
+        "features": [[rng.gauss(0, 0.1) for _ in range(n_features)] for _ in range(units)],
+        "embedding": [[rng.gauss(0, 0.1) for _ in range(dim)] for _ in range(units)],
+        "budget": [0.0] * units,
+        "bias": [rng.gauss(0, 0.1) for _ in range(units)],
+        "output": [rng.gauss(0, 0.1) for _ in range(units)],
+    }
 
 
 def measure(policy_spec: dict[str, Any], steps: list[list[dict[str, Any]]]) -> tuple[float, float]:
@@ -106,6 +119,14 @@ def main() -> None:
         "learned, features+hashed-256": {
             "kind": "learned",
             "artifact": str(write_learned(work / "e", 256)),
+        },
+        "network-32, features": {
+            "kind": "learned",
+            "artifact": str(write_learned(work / "nf", None, units=32)),
+        },
+        "network-32, features+hashed-256": {
+            "kind": "learned",
+            "artifact": str(write_learned(work / "ne", 256, units=32)),
         },
     }
     try:
