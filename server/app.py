@@ -34,6 +34,7 @@ from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
 from server.limits import RequestLimit
 from server.metrics import Metrics
+from server.plans import RoutePlan, build_plans
 from server.responses.service import ResponsesService
 from server.responses.store import open_response_store
 from server.routes import openai, ops, responses
@@ -52,7 +53,12 @@ log = logging.getLogger("escalator")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away; never sent
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, plans: dict[str, RoutePlan] | None = None) -> Starlette:
+    """The proxy for validated settings, serving `plans` (server/plans.py: `escalator serve`
+    builds them once, reading each helper artifact, before anything starts), or the plans
+    built here from the settings."""
+    if plans is None:
+        plans = build_plans(settings)
     metrics = Metrics()
     storage = settings.storage
     store = open_store(
@@ -74,7 +80,7 @@ def create_app(settings: Settings) -> Starlette:
         from server.otel import StepSpans, Tracing
 
         tracing = Tracing(settings.telemetry, _version())
-    service = ChatService(settings, store, upstreams, steplog, metrics, tracing)
+    service = ChatService(settings, plans, store, upstreams, steplog, metrics, tracing)
     response_store = open_response_store(
         storage.budget_store,
         sqlite_path=storage.dir / "responses.db",

@@ -1,4 +1,5 @@
-"""`escalator serve`: validate the configuration, then run the proxy under uvicorn."""
+"""`escalator serve`: validate the configuration, build the routes' plans (reading each helper
+artifact once), then run the proxy under uvicorn."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import sys
 
 from router.budget import BudgetStoreInUse
+from server.plans import RoutePlan, load_plans
 from server.settings import ConfigError, Settings, load_settings, validate_settings
 
 
@@ -16,7 +18,7 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = _settings(config, host, port)
+        settings, plans = _configuration(config, host, port)
     except ConfigError as exc:
         print(f"escalator: {exc}", file=sys.stderr)
         return 2
@@ -27,14 +29,14 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
         return 1
     try:
         if not any(u.local for u in settings.upstreams.values()):
-            _run(settings, log_level)
+            _run(settings, plans, log_level)
             return 0
         from server.local.models import ModelSetupError
         from server.local.runtime import local_upstreams
 
         try:
             with local_upstreams(settings) as ready:
-                _run(ready, log_level)
+                _run(ready, plans, log_level)
         except ModelSetupError as exc:
             print(f"escalator: {exc}", file=sys.stderr)
             return 1
@@ -44,13 +46,13 @@ def serve(config: str | None, *, host: str | None, port: int | None, log_level: 
     return 0
 
 
-def _run(settings: Settings, log_level: str) -> None:
+def _run(settings: Settings, plans: dict[str, RoutePlan], log_level: str) -> None:
     import uvicorn
 
     from server.app import create_app
     from server.limits import ensure_open_files, uvicorn_options
 
-    app = create_app(settings)
+    app = create_app(settings, plans)
     ensure_open_files(settings)
     uvicorn.run(
         app,
@@ -90,12 +92,19 @@ def _address_in_use(host: str, port: int) -> str | None:
     return None
 
 
-def _settings(config: str | None, host: str | None, port: int | None) -> Settings:
+def _configuration(
+    config: str | None, host: str | None, port: int | None
+) -> tuple[Settings, dict[str, RoutePlan]]:
+    """The validated settings and the routes' plans built from them."""
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if config is None:
         from server.local.embedded import embedded_config
 
+        source = "embedded default"
         data = embedded_config()
         data["server"] = {**data["server"], **overrides}
-        return validate_settings(data, source="embedded default")
-    return load_settings(config, overrides)
+        settings = validate_settings(data, source=source)
+    else:
+        source = config
+        settings = load_settings(config, overrides)
+    return settings, load_plans(settings, source)

@@ -36,7 +36,7 @@ from server.errors import (
 )
 from server.interventions import best_of_n, with_reasoning
 from server.metrics import Metrics
-from server.plans import RoutePlan, Target
+from server.plans import RoutePlan, Target, build_plans
 from server.policy_calls import Decider
 from server.settings import BestOfNIntervention, ReasoningIntervention, Settings
 from server.steplog import StepLog
@@ -71,6 +71,7 @@ class ChatService:
     def __init__(
         self,
         settings: Settings,
+        plans: dict[str, RoutePlan],
         store: BudgetStore,
         upstreams: Upstreams,
         steplog: StepLog,
@@ -83,7 +84,7 @@ class ChatService:
         self.upstreams = upstreams
         self.steplog = steplog
         self.metrics = metrics
-        self.routes = {name: RoutePlan.build(name, rs) for name, rs in settings.routes.items()}
+        self.routes = plans  # built once at start (server/plans.py), rebuilt on a helper reload
         self.passthrough = settings.passthrough_models()
         self.config_hash = settings.config_hash()
         self.decider = Decider(metrics)
@@ -93,7 +94,7 @@ class ChatService:
     def reload_helpers(self) -> list[str]:
         """Re-read every route's helper artifacts and swap them in all at once; on any invalid
         artifact raise PolicyConfigError and keep the running helpers."""
-        routes = {name: RoutePlan.build(name, rs) for name, rs in self.settings.routes.items()}
+        routes = build_plans(self.settings)
         self.routes = routes  # one assignment: a request sees the old plans or the new ones
         return [f"{name}: {plan.policy.policy_id}" for name, plan in routes.items()]
 

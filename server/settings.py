@@ -2,6 +2,9 @@
 
 Environment variables `ESCALATOR_<SECTION>__<KEY>` override the file, e.g.
 `ESCALATOR_SERVER__PORT=9000`, so one file serves every replica of a deployment.
+
+Validation checks the configuration's shape and reads no helper artifact: those are read
+once, when server/plans.py builds the routes' plans.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from router.artifacts import ArtifactError, load_artifact
-from router.policies import PolicyConfigError, PolicyContext, build_policy
-from router.state import FEATURE_NAMES
+from router.policies import PolicyConfigError, PolicyContext, check_policy
 
 MiB = 1024 * 1024
 KEY_DIGEST_PREFIX = "sha256:"
@@ -188,12 +189,7 @@ class BestOfNIntervention(_InterventionBase):
             raise ValueError("verifier = 'judge' needs a judge = { upstream, model }, and only it")
         if (self.verifier == "prm") != (self.prm is not None):
             raise ValueError("verifier = 'prm' needs prm = \"<helper directory>\", and only it")
-        if self.prm is not None:
-            try:
-                load_artifact(self.prm, FEATURE_NAMES)
-            except ArtifactError as exc:
-                raise ValueError(f"prm: {exc}") from None
-        return self
+        return self  # the PRM is read once, when the route's plan is built (server/plans.py)
 
 
 InterventionSettings = Annotated[
@@ -234,7 +230,7 @@ class RouteSettings(_Section):
         if value is None:
             return None
         try:
-            build_policy(value, PolicyContext(route="?", intervention="strong"))
+            check_policy(value, PolicyContext(route="?", intervention="strong"))
         except PolicyConfigError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -15,7 +15,7 @@ import pytest
 from router.artifacts import ArtifactError, load_artifact
 from router.decision import BudgetView
 from router.embedding import HashedNgrams
-from router.policies import PolicyConfigError, PolicyContext, build_policy
+from router.policies import PolicyConfigError, PolicyContext, build_policy, check_policy
 from router.state import FEATURE_NAMES, StepState, extract_features
 from tests.helpers import policy_of_next_step as next_step_policy
 from tests.servers import RunningProxy
@@ -156,6 +156,15 @@ def test_a_policy_naming_a_bad_artifact_is_a_config_error(tmp_path: Path) -> Non
         build_policy({"kind": "learned", "artifact": str(table)}, CONTEXT)
 
 
+def test_checking_a_policy_reads_no_artifact(tmp_path: Path) -> None:
+    """What the configuration's validators run: the table's shape, not the directory."""
+    check_policy({"kind": "learned", "artifact": str(tmp_path / "none")}, CONTEXT)
+    with pytest.raises(PolicyConfigError, match="needs artifact"):
+        check_policy({"kind": "table"}, CONTEXT)
+    with pytest.raises(PolicyConfigError, match=r"threshold must be in \[0, 1\]"):
+        check_policy({"kind": "threshold", "threshold": 2.0, "prm": str(tmp_path)}, CONTEXT)
+
+
 def test_the_hashed_embedding_is_stable_normalised_and_discriminating() -> None:
     embed = HashedNgrams(dim=64)
     a, b = embed.embed("Error: file not found"), embed.embed("error:   FILE not found")
@@ -242,6 +251,74 @@ def test_reload_needs_the_admin_key(
     proxy = start_proxy(server={"admin_key_env": "ESCALATOR_TEST_ADMIN_KEY"})
     wrong = httpx.post(f"{proxy.url}/admin/helpers/reload", headers={"authorization": "Bearer no"})
     assert wrong.status_code == 401
+
+
+# -- reading them at start ----------------------------------------------------------------
+
+
+def serve_config(tmp_path: Path, helper: Path, prm: Path, verifier: Path) -> Path:
+    """A configuration naming three helper directories: a policy's, a shadow policy's PRM and
+    a best-of-N verifier's."""
+    config = tmp_path / "escalator.toml"
+    config.write_text(
+        f"""
+[storage]
+dir = {json.dumps(str(tmp_path / "data"))}
+budget_store = "memory"
+
+[upstreams.weak]
+base_url = "http://127.0.0.1:9/v1"
+
+[routes.helped]
+base = {{ upstream = "weak", model = "weak-model" }}
+policy = {{ kind = "learned", artifact = {json.dumps(str(helper))} }}
+shadow_policy = {{ kind = "threshold", prm = {json.dumps(str(prm))} }}
+interventions = [{{ kind = "best_of_n", upstream = "weak", model = "strong-model", \
+verifier = "prm", prm = {json.dumps(str(verifier))} }}]
+"""
+    )
+    return config
+
+
+def test_serve_reads_each_helper_artifact_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from server.cli import serve
+
+    directories = [write_helper(tmp_path / name) for name in ("helper", "prm", "verifier")]
+    config = serve_config(tmp_path, *directories)
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path.name == "helper.json":
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    served: list[Any] = []
+    monkeypatch.setattr(Path, "read_text", counted)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    assert serve(str(config), host=None, port=0, log_level="warning") == 0
+    assert sorted(reads) == sorted(d / "helper.json" for d in directories)
+    plan = served[0].state.service.routes["helped"]
+    assert plan.policy.policy_id.startswith("learned@") and plan.shadow is not None
+    assert plan.interventions["best_of_n"][0].prm is not None
+
+
+def test_serve_refuses_a_bad_helper_artifact_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import serve
+
+    helper, verifier = write_helper(tmp_path / "helper"), write_helper(tmp_path / "verifier")
+    config = serve_config(tmp_path, helper, tmp_path / "missing", verifier)
+    assert serve(str(config), host=None, port=0, log_level="warning") == 2
+    error = capsys.readouterr().err
+    assert f"{config}: invalid configuration" in error
+    assert f"routes.helped.shadow_policy: policy 'threshold': prm: {tmp_path}/missing" in error
+    assert "helper.json: missing" in error and "Traceback" not in error
 
 
 def test_threshold_on_a_prm_score(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from router.verifiers import answer_key
+from server.plans import load_plans
 from server.settings import ConfigError, validate_settings
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import records, user, wait_until
@@ -227,5 +228,9 @@ def test_a_prm_verifier_needs_a_valid_artifact(tmp_path: Any) -> None:
             "interventions": [best_of_n(verifier="prm", prm=str(tmp_path / "none"))],
         }
     }
-    with pytest.raises(ConfigError, match=r"prm: .*helper\.json: missing"):
-        validate_settings(proxy_config("http://127.0.0.1:9/v1", tmp_path, routes=routes))
+    # The settings check its shape; the artifact is read once, when the plans are built.
+    settings = validate_settings(proxy_config("http://127.0.0.1:9/v1", tmp_path, routes=routes))
+    with pytest.raises(
+        ConfigError, match=r"r\.interventions\.0\.best_of_n: prm: .*helper\.json: missing"
+    ):
+        load_plans(settings)

@@ -7,6 +7,7 @@ from router.policies.base import (
     PolicyConfigError,
     PolicyContext,
     build_policy,
+    check_policy,
     policy_kinds,
     register_policy,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "PolicyConfigError",
     "PolicyContext",
     "build_policy",
+    "check_policy",
     "policy_kinds",
     "register_policy",
 ]

@@ -40,14 +40,21 @@ class PolicyContext:
 
 
 PolicyFactory = Callable[[Mapping[str, Any], PolicyContext], Policy]
+PolicyCheck = Callable[[Mapping[str, Any], PolicyContext], None]
 _REGISTRY: dict[str, PolicyFactory] = {}
+_CHECKS: dict[str, PolicyCheck] = {}
 
 
-def register_policy(kind: str) -> Callable[[PolicyFactory], PolicyFactory]:
-    """Add a policy factory to the registry under `kind`."""
+def register_policy(
+    kind: str, check: PolicyCheck | None = None
+) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Add a policy factory to the registry under `kind`. A factory that reads a helper
+    artifact comes with a `check` of its parameters that reads nothing (see check_policy)."""
 
     def add(factory: PolicyFactory) -> PolicyFactory:
         _REGISTRY[kind] = factory
+        if check is not None:
+            _CHECKS[kind] = check
         return factory
 
     return add
@@ -61,6 +68,25 @@ def build_policy(spec: Mapping[str, Any], context: PolicyContext) -> Policy:
     """Build a policy from its config table, e.g. `{"kind": "threshold", "threshold": 0.5}`.
     Every kind also takes `intervention`: the kind it escalates to (default: the route's
     first intervention)."""
+    kind, params, context = _parse(spec, context)
+    return _REGISTRY[kind](params, context)
+
+
+def check_policy(spec: Mapping[str, Any], context: PolicyContext) -> None:
+    """Check a policy's config table as build_policy would, but read no helper artifact:
+    what the configuration's validators ask. The artifact is read once, when it is built."""
+    kind, params, context = _parse(spec, context)
+    check = _CHECKS.get(kind)
+    if check is None:
+        _REGISTRY[kind](params, context)  # a kind without a check reads nothing to be built
+    else:
+        check(params, context)
+
+
+def _parse(
+    spec: Mapping[str, Any], context: PolicyContext
+) -> tuple[str, dict[str, Any], PolicyContext]:
+    """The kind, its own parameters, and the context with the policy's intervention."""
     params = dict(spec)
     kind = params.pop("kind", None)
     if kind not in _REGISTRY:
@@ -72,7 +98,7 @@ def build_policy(spec: Mapping[str, Any], context: PolicyContext) -> Policy:
         if not isinstance(intervention, str):
             raise PolicyConfigError("policy intervention must be the kind of an intervention")
         context = replace(context, intervention=intervention)
-    return _REGISTRY[kind](params, context)
+    return kind, params, context
 
 
 def take_params(kind: str, params: Mapping[str, Any], allowed: dict[str, type]) -> dict[str, Any]:

@@ -110,7 +110,12 @@ def _random(params: Mapping[str, Any], context: PolicyContext) -> Policy:
     return Random(context.intervention, checked.get("p", 0.2), checked.get("seed", context.seed))
 
 
-@register_policy("threshold")
+def _check_threshold(params: Mapping[str, Any], context: PolicyContext) -> None:
+    checked = take_params("threshold", params, {"threshold": float, "prm": str})
+    Threshold(context.intervention, checked.get("threshold", 0.5))  # its PRM is not read
+
+
+@register_policy("threshold", check=_check_threshold)
 def _threshold(params: Mapping[str, Any], context: PolicyContext) -> Policy:
     checked = take_params("threshold", params, {"threshold": float, "prm": str})
     prm = None

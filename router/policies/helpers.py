@@ -58,26 +58,38 @@ class Table(_ArtifactPolicy):
         )
 
 
-def _load(kind: str, params: Mapping[str, Any]) -> HelperArtifact:
+def _directory(kind: str, params: Mapping[str, Any]) -> str:
+    """The helper directory a policy's table names, checked without reading it."""
     checked = take_params(kind, params, {"artifact": str})
     if "artifact" not in checked:
         raise PolicyConfigError(f'policy {kind!r} needs artifact = "<helper directory>"')
+    return str(checked["artifact"])
+
+
+def _load(kind: str, params: Mapping[str, Any]) -> HelperArtifact:
+    directory = _directory(kind, params)
     try:
-        artifact = load_artifact(checked["artifact"], FEATURE_NAMES)
+        artifact = load_artifact(directory, FEATURE_NAMES)
     except ArtifactError as exc:
         raise PolicyConfigError(f"policy {kind!r}: {exc}") from None
     if artifact.kind != kind:
-        raise PolicyConfigError(
-            f"policy {kind!r}: {checked['artifact']} holds a {artifact.kind!r} helper"
-        )
+        raise PolicyConfigError(f"policy {kind!r}: {directory} holds a {artifact.kind!r} helper")
     return artifact
 
 
-@register_policy("learned")
+def _check_learned(params: Mapping[str, Any], context: PolicyContext) -> None:
+    _directory("learned", params)
+
+
+def _check_table(params: Mapping[str, Any], context: PolicyContext) -> None:
+    _directory("table", params)
+
+
+@register_policy("learned", check=_check_learned)
 def _learned(params: Mapping[str, Any], context: PolicyContext) -> Policy:
     return Learned(_load("learned", params), context.intervention)
 
 
-@register_policy("table")
+@register_policy("table", check=_check_table)
 def _table(params: Mapping[str, Any], context: PolicyContext) -> Policy:
     return Table(_load("table", params), context.intervention)
