@@ -322,3 +322,18 @@ def test_a_network_helper_scores_in_the_proxy_as_it_did_in_training(tmp_path: Pa
         for row in matrix[:50]
     ]
     assert np.array_equal(np.argsort(proxy, kind="stable"), np.argsort(scores[:50], kind="stable"))
+    # Installed, it is judged by the gate as the proxy would decide (its units included).
+    from training.gate import judge_installed
+    from training.selection import replay_rule
+
+    logged = np.zeros((data.n_steps, len(FEATURE_NAMES)), dtype=np.float32)
+    logged[:, columns] = matrix
+    _, flags, note = judge_installed(tmp_path / "h", replace(data, features=logged), evidence)
+    scorer = artifact.scorer
+
+    def decides(row: int, left: int) -> bool:
+        state = dict(zip(scorer.features, map(float, matrix[row]), strict=True))
+        return scorer.score(state, [], left) >= artifact.threshold(left)
+
+    assert note is None and flags is not None and flags.any()
+    assert np.array_equal(flags, replay_rule(evidence, decides))

@@ -101,14 +101,24 @@ def judge_installed(
     names = {name: i for i, name in enumerate(FEATURE_NAMES)}
     scorer = artifact.scorer
     columns = [names[name] for name in scorer.features]
+    inputs = data.features[:, columns].astype(np.float64)
     weights = np.array(scorer.feature_weights)
-    z = data.features[:, columns].astype(np.float64) @ weights + scorer.bias
     if embedding is not None and data.texts is not None:
         vectors = np.array([embedding.embed(t) for t in data.texts])  # type: ignore[attr-defined]
-        z = z + vectors @ np.array(scorer.embedding_weights)
+        inputs = np.hstack([inputs, vectors])
+        weights = np.append(weights, scorer.embedding_weights)
+    z = inputs @ weights + scorer.bias
+    hidden = scorer.hidden
+    if hidden is not None:  # its units' rows read (features, embedding, remaining budget)
+        rows = np.array(hidden.rows, dtype=np.float64).reshape(len(hidden.bias), -1)
+        units = inputs @ rows[:, :-1].T + np.array(hidden.bias)
+        per_budget, output = rows[:, -1], np.array(hidden.output)
 
     def escalates(row: int, left: int) -> bool:
-        logit = float(np.clip(z[row] + scorer.budget_weight * left, -50, 50))
+        logit = z[row] + scorer.budget_weight * left
+        if hidden is not None:
+            logit += float(np.maximum(units[row] + per_budget * left, 0.0) @ output)
+        logit = float(np.clip(logit, -50, 50))
         score = 1.0 / (1.0 + np.exp(-logit))
         if artifact.kind == "learned":
             return bool(score >= artifact.threshold(left))
