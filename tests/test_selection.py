@@ -239,17 +239,7 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     assert fitted.scores[hard].min() > fitted.scores[~hard].max()  # every state, checked or not
     # Worth making: the hard step of each session, where the base model differs more often
     # than at a random escalated step.
-    evidence = Evidence(
-        start=data.start,
-        position=data.step.astype(np.int64),
-        success=data.success,
-        action=data.action.astype(np.int64),
-        pseudo=np.zeros(data.n_steps),
-        propensity=np.full(data.n_steps, EPSILON),
-        informative=np.ones(data.n_steps, dtype=bool),
-        cap=10,
-        cost=1,
-    )
+    evidence = bare_evidence(data, informative=True, cap=10)
     assert worth_making(with_checks, evidence, fitted.probability) == 1.0
     # A label that never varies (a base model that always answers the same) is left out.
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()
@@ -295,17 +285,7 @@ def test_a_network_helper_scores_in_the_proxy_as_it_did_in_training(tmp_path: Pa
         0.5 * network.logit(matrix) + 0.25 * (matrix @ [1, 0, -2] + 0.5) + 0.1,
         atol=1e-4,
     )
-    evidence = Evidence(
-        start=data.start,
-        position=data.step.astype(np.int64),
-        success=data.success,
-        action=data.action.astype(np.int64),
-        pseudo=np.zeros(data.n_steps),
-        propensity=np.full(data.n_steps, EPSILON),
-        informative=np.ones(data.n_steps, dtype=bool),
-        cap=2,
-        cost=1,
-    )
+    evidence = bare_evidence(data, informative=True, cap=2)
     scores = model.logit(matrix).astype(np.float64)
     choice = select(evidence, [Candidate(CONSENSUS, scores, model, text=False)], 1.0, 0.0)
     assert choice is not None

@@ -21,6 +21,7 @@ import numpy as np
 from router.artifacts import ArtifactError, load_artifact
 from router.state import FEATURE_NAMES
 from training.dataset import Dataset
+from training.linear import HiddenLayer, ScoreModel
 from training.selection import Evidence, PolicyEstimate, judge, replay_rule, z_for
 
 
@@ -101,25 +102,30 @@ def judge_installed(
     names = {name: i for i, name in enumerate(FEATURE_NAMES)}
     scorer = artifact.scorer
     columns = [names[name] for name in scorer.features]
-    inputs = data.features[:, columns].astype(np.float64)
-    weights = np.array(scorer.feature_weights)
+    parts = [data.features[:, columns].astype(np.float64)]
     if embedding is not None and data.texts is not None:
-        vectors = np.array([embedding.embed(t) for t in data.texts])  # type: ignore[attr-defined]
-        inputs = np.hstack([inputs, vectors])
-        weights = np.append(weights, scorer.embedding_weights)
-    z = inputs @ weights + scorer.bias
-    hidden = scorer.hidden
-    if hidden is not None:  # its units' rows read (features, embedding, remaining budget)
-        rows = np.array(hidden.rows, dtype=np.float64).reshape(len(hidden.bias), -1)
-        units = inputs @ rows[:, :-1].T + np.array(hidden.bias)
-        per_budget, output = rows[:, -1], np.array(hidden.output)
+        parts.append(np.array([embedding.embed(t) for t in data.texts]))  # type: ignore[attr-defined]
+    # The scorer's inputs as the proxy reads them (features, embedding, remaining budget), run
+    # as training's ScoreModel, hidden units included, once per budget the replay can leave.
+    design = np.hstack([*parts, np.zeros((data.n_steps, 1))])
+    model = ScoreModel(
+        scorer.bias,
+        np.array([*scorer.feature_weights, *scorer.embedding_weights, scorer.budget_weight]),
+        None
+        if scorer.hidden is None
+        else HiddenLayer(
+            np.array(scorer.hidden.rows).reshape(len(scorer.hidden.bias), -1),
+            np.array(scorer.hidden.bias),
+            np.array(scorer.hidden.output),
+        ),
+    )
+    by_budget = []
+    for left in range(evidence.cap + 1):
+        design[:, -1] = left
+        by_budget.append(model.predict(design))
 
     def escalates(row: int, left: int) -> bool:
-        logit = z[row] + scorer.budget_weight * left
-        if hidden is not None:
-            logit += float(np.maximum(units[row] + per_budget * left, 0.0) @ output)
-        logit = float(np.clip(logit, -50, 50))
-        score = 1.0 / (1.0 + np.exp(-logit))
+        score = float(by_budget[min(left, evidence.cap)][row])
         if artifact.kind == "learned":
             return bool(score >= artifact.threshold(left))
         return artifact.table_action(score, left) == 1
