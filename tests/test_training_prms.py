@@ -66,6 +66,7 @@ def test_pipeline_trains_with_the_judge_prm(fake_upstream: FakeUpstream, tmp_pat
 def tiny_classifier(directory: Path, texts: list[str]) -> None:
     """A small random BERT and a word-level tokenizer built here: nothing is downloaded."""
     transformers = pytest.importorskip("transformers")
+    transformers.set_seed(0)  # the random initial weights, whatever ran before
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
@@ -100,7 +101,7 @@ def test_transformers_prm_learns_from_the_state_text(tmp_path: Path) -> None:
         PrmConfig(
             kind="transformers",
             model=str(tmp_path / "model"),
-            extra={"lr": 2e-3, "epochs": 2, "batch_size": 64, "max_length": 128},
+            extra={"lr": 1e-3, "epochs": 3, "batch_size": 64, "max_length": 128},
         )
     )
     inputs = inputs_of(data.texts)

@@ -60,8 +60,9 @@ class TransformersPrm:
         optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.lr)
         self.model.train()
         for _ in range(self.epochs):
-            for start in range(0, len(rows), self.batch_size):
-                batch = rng.permutation(rows)[start : start + self.batch_size]
+            order = rng.permutation(rows)  # each training row once per epoch
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
                 encoded = self._encode([texts[i] for i in batch])
                 labels = torch.tensor(success[batch].astype(np.int64), device=self.device)
                 loss = self.model(**encoded, labels=labels).loss
