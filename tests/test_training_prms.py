@@ -111,5 +111,6 @@ def test_transformers_prm_learns_from_the_state_text(tmp_path: Path) -> None:
     value = prm.state_value(inputs)[~train_rows]
     held = np.array(data.texts)[~train_rows]
     doomed = np.array(["corrupted" in t for t in held])
-    # Tasks whose observations say the data is corrupted almost always fail.
-    assert value[doomed].mean() < value[~doomed].mean() - 0.15
+    # Tasks whose observations say the data is corrupted almost always fail. (Over eight
+    # initial weights the doomed states' mean stayed below a third of the others'.)
+    assert value[doomed].mean() < 0.5 * value[~doomed].mean()

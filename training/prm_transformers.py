@@ -68,6 +68,7 @@ class TransformersPrm:
                 loss = self.model(**encoded, labels=labels).loss
                 optimiser.zero_grad()
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 optimiser.step()
         self.model.eval()
 
