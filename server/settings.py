@@ -4,7 +4,7 @@ Environment variables `ESCALATOR_<SECTION>__<KEY>` override the file, e.g.
 `ESCALATOR_SERVER__PORT=9000`, so one file serves every replica of a deployment.
 
 Validation checks the configuration's shape and reads no helper artifact: those are read
-once, when server/plans.py builds the routes' plans.
+once, when server/route_plans.py builds the routes' plans.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -189,7 +190,7 @@ class BestOfNIntervention(_InterventionBase):
             raise ValueError("verifier = 'judge' needs a judge = { upstream, model }, and only it")
         if (self.verifier == "prm") != (self.prm is not None):
             raise ValueError("verifier = 'prm' needs prm = \"<helper directory>\", and only it")
-        return self  # the PRM is read once, when the route's plan is built (server/plans.py)
+        return self  # the PRM is read once, when the route's plan is built (server/route_plans.py)
 
 
 InterventionSettings = Annotated[
@@ -341,34 +342,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)  # the environment overrides the file
 
-    @model_validator(mode="after")
-    def _references_resolve(self) -> Settings:
-        for name, route in self.routes.items():
-            refs = [("base", route.base.upstream)]
-            for i, iv in enumerate(route.interventions):
-                refs.append((f"interventions[{i}]", iv.upstream))
-                if isinstance(iv, BestOfNIntervention) and iv.judge is not None:
-                    refs.append((f"interventions[{i}].judge", iv.judge.upstream))
-            for where, ref in refs:
-                if ref not in self.upstreams:
-                    raise ValueError(
-                        f"routes.{name}.{where}: unknown upstream {ref!r}; "
-                        f"defined upstreams: {', '.join(sorted(self.upstreams)) or 'none'}"
-                    )
-            if name in self.passthrough_models():
-                raise ValueError(f"route {name!r} has the name of an upstream model")
-        for name, settings in self.upstreams.items():
-            if settings.api_key_env and settings.api_key_env not in os.environ:
-                raise ValueError(
-                    f"upstreams.{name}.api_key_env: environment variable "
-                    f"{settings.api_key_env} is not set"
-                )
-        if self.server.anonymous_tenant and self.server.anonymous_tenant not in self.tenants:
-            raise ValueError(
-                f"server.anonymous_tenant {self.server.anonymous_tenant!r} is not a tenant"
-            )
-        return self
-
     def passthrough_models(self) -> dict[str, str]:
         """Model name → upstream name, for models clients may call directly."""
         models: dict[str, str] = {}
@@ -403,20 +376,85 @@ def load_settings(path: str | Path, server_overrides: dict[str, Any] | None = No
 
 
 def validate_settings(data: dict[str, Any], source: str = "config") -> Settings:
+    """The settings, or a ConfigError listing every problem at once: the schema's, and the
+    names that do not resolve (read off the raw tables, so that a file with both kinds of
+    mistake is not fixed in two rounds)."""
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        problems = schema_problems(exc)
+        problems += [p for p in reference_problems(data) if p not in problems]
+        raise ConfigError(format_problems(problems, source)) from None
+    problems = reference_problems(settings.model_dump())
+    if problems:
+        raise ConfigError(format_problems(problems, source))
+    return settings
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
+def schema_problems(exc: ValidationError) -> list[str]:
+    problems = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {where}: {message}")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems
+
+
+def reference_problems(tables: Mapping[str, Any]) -> list[str]:
+    """Names the configuration uses that it does not define: a route's upstreams, the
+    anonymous tenant, a route named like an upstream's model, an API key's environment
+    variable. Tolerates tables of the wrong shape (the schema reports those)."""
+    upstreams = _table(tables.get("upstreams"))
+    routes = _table(tables.get("routes"))
+    defined = ", ".join(sorted(upstreams)) or "none"
+    problems = []
+    models = {m for u in upstreams.values() for m in _table(u).get("models") or () if _named(m)}
+    for name, route in routes.items():
+        route = _table(route)
+        refs = [("base", _table(route.get("base")))]
+        interventions = route.get("interventions")
+        for i, iv in enumerate(interventions if isinstance(interventions, list) else []):
+            iv = _table(iv)
+            refs.append((f"interventions[{i}]", iv))
+            refs.append((f"interventions[{i}].judge", _table(iv.get("judge"))))
+        for where, ref in refs:
+            upstream = ref.get("upstream")
+            if _named(upstream) and upstream not in upstreams:
+                problems.append(
+                    f"routes.{name}.{where}: unknown upstream {upstream!r}; "
+                    f"defined upstreams: {defined}"
+                )
+            if _named(ref.get("model")) and not where.endswith("judge"):
+                models.add(ref["model"])  # a route's models may be called by name
+    for name in routes:
+        if name in models:
+            problems.append(f"routes.{name}: a route has the name of an upstream model")
+    server = _table(tables.get("server"))
+    anonymous = server.get("anonymous_tenant")
+    if _named(anonymous) and anonymous not in _table(tables.get("tenants")):
+        problems.append(f"server.anonymous_tenant: {anonymous!r} is not a tenant")
+    for name, upstream in upstreams.items():
+        variable = _table(upstream).get("api_key_env")
+        if _named(variable) and variable not in os.environ:
+            problems.append(
+                f"upstreams.{name}.api_key_env: environment variable {variable} is not set"
+            )
+    return problems
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _named(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def format_problems(problems: list[str], source: str) -> str:
+    lines = [f"{source}: invalid configuration ({len(problems)} problem(s)):"]
+    lines += [f"  {problem}" for problem in problems]
     return "\n".join(lines)
 
 

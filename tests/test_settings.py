@@ -61,6 +61,20 @@ def test_a_route_naming_an_unknown_upstream(monkeypatch: pytest.MonkeyPatch) -> 
     assert "routes.agent.interventions[0]: unknown upstream 'strongest'" in problems(data)
 
 
+def test_every_problem_is_named_in_one_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema mistake does not hide an unresolved name behind it, nor the reverse."""
+    monkeypatch.delenv("WEAK_API_KEY", raising=False)
+    data = example()
+    data["server"]["colour"] = "blue"
+    data["routes"]["agent"]["interventions"][0]["upstream"] = "strongest"
+    message = problems(data)
+    assert "(3 problem(s))" in message
+    assert "server.colour: unknown key" in message
+    assert "routes.agent.interventions[0]: unknown upstream 'strongest'" in message
+    assert "upstreams.weak.api_key_env: environment variable WEAK_API_KEY is not set" in message
+    assert "(top level)" not in message
+
+
 def test_a_missing_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WEAK_API_KEY", raising=False)
     assert "environment variable WEAK_API_KEY is not set" in problems(example())
@@ -132,7 +146,7 @@ def test_the_commented_intervention_examples_are_valid(monkeypatch: pytest.Monke
 
 
 def test_a_policy_may_escalate_to_any_intervention_of_its_route(tmp_path: Path) -> None:
-    from server.plans import RoutePlan
+    from server.route_plans import RoutePlan
 
     route = {
         "base": {"upstream": "weak", "model": "w"},

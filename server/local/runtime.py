@@ -9,7 +9,7 @@ from pathlib import Path
 
 from server.local.llama import LlamaServer
 from server.local.models import CATALOGUE, assemble
-from server.settings import Settings
+from server.settings import Settings, UpstreamSettings
 
 log = logging.getLogger("escalator.local")
 
@@ -41,7 +41,10 @@ def local_upstreams(settings: Settings) -> Iterator[Settings]:
         ready = iter(servers)
         for name, upstream in settings.upstreams.items():
             if upstream.local is not None:
-                upstreams[name] = upstream.model_copy(update={"base_url": next(ready).base_url})
+                # Started, it is a server like any other (validated as one: exactly one of
+                # base_url and local).
+                served = {**upstream.model_dump(), "base_url": next(ready).base_url, "local": None}
+                upstreams[name] = UpstreamSettings.model_validate(served)
         yield settings.model_copy(update={"upstreams": upstreams})
     finally:
         for server in servers:
