@@ -22,8 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.decide import finish_decision  # noqa: E402
-from router.decision import BudgetView  # noqa: E402
+from router.decision import BudgetView, finish_decision  # noqa: E402
 from router.embedding import HashedNgrams  # noqa: E402
 from router.policies import PolicyContext, build_policy  # noqa: E402
 from router.state import FEATURE_NAMES, StepState, extract_features, recent_text  # noqa: E402

@@ -1,8 +1,19 @@
-"""What a policy sees of the budget, and what it answers."""
+"""One step's decision: what a policy sees of the budget, what it answers, and how that
+answer is finished (the budget's feasibility, then exploration).
+
+Exploration flips the policy's action with probability ε. The propensity logged is the
+probability that the action actually taken would be taken again in the same state:
+
+    P(a) = (1 - ε) · π(a) + ε · (1 - π(a))
+
+where π(a) is the policy's own probability of choosing a. With no budget left for the
+intervention, `base` is the only feasible action and its propensity is 1.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 
 BASE = "base"
 
@@ -43,3 +54,36 @@ class Decision:
     @property
     def escalates(self) -> bool:
         return self.action != BASE
+
+
+def fallback(policy_id: str, reason: str) -> Decision:
+    """The decision taken when the policy failed: fall open to the base model."""
+    return Decision(BASE, 0.0, 1.0, policy_id, reason)
+
+
+def finish_decision(
+    decision: Decision,
+    budget: BudgetView,
+    intervention: str,
+    exploration: float,
+    rng: random.Random,
+) -> Decision:
+    """Apply the budget's feasibility and the tenant's exploration to a policy's decision."""
+    if not budget.can_intervene:
+        reason = "budget_exhausted" if decision.escalates else decision.reason
+        return replace(decision, action=BASE, propensity=1.0, reason=reason)
+    if exploration <= 0.0:
+        return decision
+    flipped = rng.random() < exploration
+    action = decision.action
+    if flipped:
+        action = BASE if decision.escalates else intervention
+    pi_taken = decision.propensity if action == decision.action else 1.0 - decision.propensity
+    propensity = (1.0 - exploration) * pi_taken + exploration * (1.0 - pi_taken)
+    return replace(
+        decision,
+        action=action,
+        propensity=propensity,
+        explored=flipped,
+        reason="exploration" if flipped else decision.reason,
+    )

@@ -34,9 +34,9 @@ from server.feedback import FeedbackService
 from server.http import ClientDisconnected, StepHeaders, error_response
 from server.limits import RequestLimit
 from server.metrics import Metrics
-from server.plans import RoutePlan, build_plans
 from server.responses.service import ResponsesService
 from server.responses.store import open_response_store
+from server.route_plans import RoutePlan, build_plans
 from server.routes import openai, ops, responses
 from server.service import ChatService
 from server.sessions import SessionService
@@ -54,7 +54,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away; never
 
 
 def create_app(settings: Settings, plans: dict[str, RoutePlan] | None = None) -> Starlette:
-    """The proxy for validated settings, serving `plans` (server/plans.py: `escalator serve`
+    """The proxy for validated settings, serving `plans` (server/route_plans.py: `escalator serve`
     builds them once, reading each helper artifact, before anything starts), or the plans
     built here from the settings."""
     if plans is None:

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from router.budget import BudgetStoreInUse
-from server.plans import RoutePlan, load_plans
+from server.route_plans import RoutePlan, load_plans
 from server.settings import ConfigError, Settings, load_settings, validate_settings
 
 

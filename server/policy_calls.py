@@ -16,12 +16,11 @@ from dataclasses import replace
 from typing import Any
 
 from router.calibration import RateCalibrator
-from router.decide import fallback, finish_decision
-from router.decision import BASE, BudgetView, Decision
+from router.decision import BASE, BudgetView, Decision, fallback, finish_decision
 from router.policies import Policy
 from router.state import StepState, draft_features, extract_features
 from server.metrics import Metrics
-from server.plans import RoutePlan
+from server.route_plans import RoutePlan
 from server.tenancy import Caller
 from server.trace import StepTrace
 

@@ -36,8 +36,8 @@ from server.errors import (
 )
 from server.interventions import best_of_n, with_reasoning
 from server.metrics import Metrics
-from server.plans import RoutePlan, Target, build_plans
 from server.policy_calls import Decider
+from server.route_plans import RoutePlan, Target, build_plans
 from server.settings import BestOfNIntervention, ReasoningIntervention, Settings
 from server.steplog import StepLog
 from server.streaming import ChunkSource, CompletionStream, SseRelay, StreamTranscript
@@ -84,7 +84,7 @@ class ChatService:
         self.upstreams = upstreams
         self.steplog = steplog
         self.metrics = metrics
-        self.routes = plans  # built once at start (server/plans.py), rebuilt on a helper reload
+        self.routes = plans  # built at start (server/route_plans.py), rebuilt on a helper reload
         self.passthrough = settings.passthrough_models()
         self.config_hash = settings.config_hash()
         self.decider = Decider(metrics)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from server.plans import Target
+from server.route_plans import Target
 from server.streaming import StreamTranscript
 
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from router.verifiers import answer_key
-from server.plans import load_plans
+from server.route_plans import load_plans
 from server.settings import ConfigError, validate_settings
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import records, user, wait_until

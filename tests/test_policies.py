@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from router.decide import finish_decision
-from router.decision import BASE, BudgetView, Decision
+from router.decision import BASE, BudgetView, Decision, finish_decision
 from router.policies import PolicyConfigError, PolicyContext, build_policy, policy_kinds
 from router.state import StepState, extract_features
 

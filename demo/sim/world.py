@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.decide import finish_decision
-from router.decision import BASE, BudgetView, Decision
+from router.decision import BASE, BudgetView, Decision, finish_decision
 from router.policies.base import Policy
 from router.state import Message, StepState, extract_features
 

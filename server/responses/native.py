@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from server.plans import Target
 from server.responses.answers import chat_usage, record_of_output
+from server.route_plans import Target
 from server.settings import Settings, StrongIntervention
 from server.streaming import StreamTranscript
 
