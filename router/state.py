@@ -22,6 +22,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from router.openai_shapes import (
+    call_function,
+    choice_message,
+    finish_reason,
+    first_choice,
+    message_text,
+    token_logprobs,
+    tool_calls,
+)
+
 Message = Mapping[str, Any]
 Features = dict[str, float]
 
@@ -61,30 +71,12 @@ class StepState:
     draft: Mapping[str, Any] | None = None
 
 
-def message_text(message: Message) -> str:
-    """The text of a message, whatever shape its content has (text parts only)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            text
-            for part in content
-            if isinstance(part, Mapping) and isinstance(text := part.get("text"), str)
-        )
-    return ""
-
-
 def _action_signature(message: Message) -> str:
     """What an assistant turn did: its tool calls if any, else its text."""
-    calls = message.get("tool_calls")
-    if isinstance(calls, list) and calls:
-        parts = []
-        for call in calls:
-            fn = call.get("function", {}) if isinstance(call, Mapping) else {}
-            if isinstance(fn, Mapping):
-                parts.append(f"{fn.get('name', '')}({fn.get('arguments', '')})")
-        return ";".join(parts)
+    calls = tool_calls(message)
+    if calls:
+        functions = [call_function(call) for call in calls]
+        return ";".join(f"{fn.get('name', '')}({fn.get('arguments', '')})" for fn in functions)
     text = message_text(message)
     react = _REACT_ACTION.findall(text[-_REACT_SCAN_CHARS:])
     return "\n".join(line.strip() for line in react) if react else text.strip()
@@ -212,17 +204,16 @@ def extract_features(messages: Sequence[Message], step: int) -> Features:
 def draft_features(completion: Mapping[str, Any]) -> Features:
     """What the base model's draft says about its own confidence: its token logprobs, whether
     its tool calls parse, whether it ran out of tokens."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") or {}
-    logprobs = (choice.get("logprobs") or {}).get("content") or []
+    choice = first_choice(completion)
+    message = choice_message(choice)
+    logprobs = token_logprobs(choice)
     values = [t["logprob"] for t in logprobs if isinstance(t.get("logprob"), int | float)]
     mean = sum(values) / len(values) if values else 0.0
-    calls = message.get("tool_calls") or []
+    calls = tool_calls(message)
     invalid = 0
     for call in calls:
         try:
-            json.loads((call.get("function") or {}).get("arguments") or "")
+            json.loads(call_function(call).get("arguments") or "")
         except (TypeError, ValueError):
             invalid += 1
     return {
@@ -231,7 +222,7 @@ def draft_features(completion: Mapping[str, Any]) -> Features:
         "draft_invalid_tool_args": float(invalid > 0),
         "draft_uncertainty": -mean,
         "draft_min_logprob": min(values) if values else 0.0,
-        "draft_truncated": float(choice.get("finish_reason") == "length"),
+        "draft_truncated": float(finish_reason(choice) == "length"),
     }
 
 

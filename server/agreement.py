@@ -24,13 +24,14 @@ from typing import Any
 
 import orjson
 
+from router.openai_shapes import Json, call_function, message_text, tool_calls
 from server.trace import SCHEMA_VERSION
 
 _SPACE = re.compile(r"\s+")
 _EDGE = " \t.,;:!?\"'`*"
 
 
-def agreement(delivered: dict[str, Any] | None, base: dict[str, Any] | None) -> float:
+def agreement(delivered: Json | None, base: Json | None) -> float:
     """1.0 when the base model's answer does what the delivered one did, else 0.0. Each is a
     chat message (or the step record's `response`: `content` and `tool_calls`)."""
     delivered, base = delivered or {}, base or {}
@@ -67,14 +68,11 @@ def agreement_record(
     }
 
 
-def _calls(message: dict[str, Any]) -> list[tuple[str, Any]]:
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list):
-        return []
+def _calls(message: Json) -> list[tuple[str, Any]]:
     out = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
+    for call in tool_calls(message):
+        function = call_function(call)
+        if not function:
             continue
         arguments = function.get("arguments")
         try:
@@ -85,12 +83,8 @@ def _calls(message: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # content parts
-        content = "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    if not isinstance(content, str):
-        return ""
+def _text(message: Json) -> str:
+    content = message_text(message)
     lines = (_SPACE.sub(" ", line).strip(_EDGE).lower() for line in content.splitlines())
     return "\n".join(line for line in lines if line)
 

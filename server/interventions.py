@@ -15,6 +15,17 @@ from typing import Any
 import orjson
 
 from router.artifacts import HelperArtifact
+from router.openai_shapes import (
+    TOKEN_KINDS,
+    Json,
+    choice_message,
+    choices_of,
+    first_message,
+    message_text,
+    tool_calls,
+    usage_of,
+    usage_tokens,
+)
 from router.state import draft_features, extract_features
 from router.verifiers import majority_vote
 from server.errors import EscalatorError, UpstreamError
@@ -66,8 +77,8 @@ async def best_of_n(
         "temperature": spec.temperature,  # samples need diversity, whatever the client asked
     }
     completions = await _sample(upstream, spec, request, headers)
-    choices = [c for completion in completions for c in completion.get("choices", [])]
-    messages = [c.get("message") or {} for c in choices]
+    choices = [c for completion in completions for c in choices_of(completion)]
+    messages = [choice_message(c) for c in choices]
     if not messages:
         raise UpstreamError(f"upstream {upstream.name!r} returned no samples for best-of-N")
     vote = majority_vote(messages)
@@ -124,13 +135,13 @@ async def _judge(
     upstreams: Upstreams,
     spec: BestOfNIntervention,
     body: dict[str, Any],
-    messages: list[dict[str, Any]],
+    messages: list[Json],
     headers: dict[str, str] | None,
 ) -> int | None:
     """Ask the judge model for the best sample's number; None if its answer is unusable."""
     assert spec.judge is not None
     task = next(
-        (m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"),
+        (message_text(m) for m in reversed(body.get("messages", [])) if m.get("role") == "user"),
         "",
     )
     candidates = "\n\n".join(f"Candidate {i + 1}:\n{_render(m)}" for i, m in enumerate(messages))
@@ -145,34 +156,31 @@ async def _judge(
         reply = await upstreams[spec.judge.upstream].complete(
             "chat/completions", orjson.dumps(request), headers
         )
-        text = reply.data["choices"][0]["message"]["content"] or ""
+        text = message_text(first_message(reply.data))
         number = int("".join(ch for ch in text if ch.isdigit())[:3] or "0")
-    except (EscalatorError, KeyError, IndexError, TypeError, ValueError):
+    except (EscalatorError, ValueError):
         return None  # the vote stands
     return number - 1 if 1 <= number <= len(messages) else None
 
 
-def _prm_score(prm: HelperArtifact, body: dict[str, Any], choice: dict[str, Any]) -> float:
+def _prm_score(prm: HelperArtifact, body: dict[str, Any], choice: Json) -> float:
     """The PRM's P(success) for the state the step reaches with this sample as its answer."""
-    messages = [*body.get("messages", []), choice.get("message") or {}]
+    messages = [*body.get("messages", []), choice_message(choice)]
     step = sum(1 for m in messages if m.get("role") == "assistant")
     features = extract_features(messages, step)
     features.update(draft_features({"choices": [choice]}))
     return prm.scorer.score(features, messages, 0)
 
 
-def _render(message: dict[str, Any]) -> str:
-    if message.get("tool_calls"):
-        return "tool calls: " + orjson.dumps(message["tool_calls"]).decode()
-    return str(message.get("content") or "")
+def _render(message: Json) -> str:
+    if calls := tool_calls(message):
+        return "tool calls: " + orjson.dumps(calls).decode()
+    return message_text(message)
 
 
 def _total_usage(completions: list[dict[str, Any]]) -> dict[str, int]:
-    total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    for completion in completions:
-        usage = completion.get("usage") or {}
-        for key in total:
-            value = usage.get(key)
-            if isinstance(value, int):
-                total[key] += value
-    return total
+    usages = [usage for c in completions if (usage := usage_of(c)) is not None]
+    return {
+        f"{kind}_tokens": sum(usage_tokens(usage, kind) or 0 for usage in usages)
+        for kind in TOKEN_KINDS
+    }

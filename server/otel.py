@@ -26,6 +26,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
+from router.openai_shapes import choices_of, finish_reason
 from server.settings import TelemetrySettings
 from server.trace import StepTrace, UpstreamCall
 from server.upstreams import Upstream
@@ -219,15 +220,9 @@ def call_attributes(
         response_model = response_model or answer.get("model")
         if isinstance(answer.get("id"), str):
             attributes["gen_ai.response.id"] = answer["id"]
-        choices = answer.get("choices")
-        if isinstance(choices, list):
-            reasons = [
-                c["finish_reason"]
-                for c in choices
-                if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
-            ]
-            if reasons:
-                attributes["gen_ai.response.finish_reasons"] = reasons
+        reasons = [r for c in choices_of(answer) if (r := finish_reason(c)) is not None]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
     if isinstance(response_model, str):
         attributes["gen_ai.response.model"] = response_model
     return attributes

@@ -26,6 +26,7 @@ from router.budget import (
     tenant_day_key,
 )
 from router.decision import BASE, Decision
+from router.openai_shapes import Json, first_message, usage_of, usage_tokens
 from server.agreement import agreement, agreement_record
 from server.errors import (
     EscalatorError,
@@ -198,7 +199,7 @@ class ChatService:
 
             return StepReply(stream=SseRelay(stream, StreamTranscript(stream.started), finish))
         self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
-        self._count_usage(caller, call, reply.data.get("usage"))
+        self._count_usage(caller, call, usage_of(reply.data))
         return StepReply(body=reply.body)
 
     def _resolve(self, model: str) -> tuple[RoutePlan | None, Target]:
@@ -340,7 +341,7 @@ class ChatService:
         except EscalatorError:
             trace.upstream = call
             raise
-        trace.draft_message = _first_message(draft.data)
+        trace.draft_message = first_message(draft.data)
         return draft
 
     async def _ask_base_model(
@@ -369,7 +370,7 @@ class ChatService:
             raise
         call.status, call.latency_ms = 200, reply.latency_ms
         self.metrics.upstream_latency.labels(upstream.name).observe(reply.latency_ms / 1000)
-        self._count_usage(caller, call, reply.data.get("usage"))
+        self._count_usage(caller, call, usage_of(reply.data))
         if self.tracing is not None:
             self.tracing.end_call(call, reply.data)
         return reply
@@ -404,9 +405,8 @@ class ChatService:
             trace.response, usage = wire.read(reply.data)
             self._count_usage(caller, call, usage)
         else:
-            self._count_usage(caller, call, reply.data.get("usage"))
-            choices = reply.data.get("choices") or [{}]
-            message = choices[0].get("message") or {} if isinstance(choices[0], dict) else {}
+            self._count_usage(caller, call, usage_of(reply.data))
+            message = first_message(reply.data)
             trace.response = {
                 "content": message.get("content"),
                 "tool_calls": message.get("tool_calls"),
@@ -473,11 +473,11 @@ class ChatService:
             # A task of its own: a refund must happen even when this request is being cancelled.
             self.spawn(self.store.refund(reservation))
 
-    def _count_usage(self, caller: Caller, call: UpstreamCall, usage: Any) -> None:
-        if not isinstance(usage, dict) or call.prompt_tokens is not None:
+    def _count_usage(self, caller: Caller, call: UpstreamCall, usage: Json | None) -> None:
+        if usage is None or call.prompt_tokens is not None:
             return  # no usage reported, or this call's usage was counted already
-        call.prompt_tokens = usage.get("prompt_tokens")
-        call.completion_tokens = usage.get("completion_tokens")
+        call.prompt_tokens = usage_tokens(usage, "prompt")
+        call.completion_tokens = usage_tokens(usage, "completion")
         for kind, value in (("prompt", call.prompt_tokens), ("completion", call.completion_tokens)):
             if isinstance(value, int) and value > 0:
                 self.metrics.tokens.labels(caller.tenant, call.name, kind).inc(value)
@@ -534,13 +534,13 @@ class ChatService:
             return
         finally:
             self._checks_in_flight -= 1
-        self._log_agreement(caller, trace, _first_message(reply.data), call)
+        self._log_agreement(caller, trace, first_message(reply.data), call)
 
     def _log_agreement(
         self,
         caller: Caller,
         trace: StepTrace,
-        base: dict[str, Any],
+        base: Json,
         call: UpstreamCall | None,
     ) -> None:
         assert trace.step is not None
@@ -567,13 +567,6 @@ class ChatService:
         """Wait for background work (refunds) before shutting down."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _first_message(data: dict[str, Any]) -> dict[str, Any]:
-    choices = data.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices else None
-    message = first.get("message") if isinstance(first, dict) else None
-    return message if isinstance(message, dict) else {}
 
 
 def _spoken(wire: StepWire | None, target: Target) -> StepWire | None:

@@ -15,6 +15,17 @@ from typing import Any, Protocol
 
 import orjson
 
+from router.openai_shapes import (
+    Json,
+    call_function,
+    choice_delta,
+    choice_message,
+    delta_text,
+    finish_reason,
+    first_choice,
+    tool_calls,
+    usage_of,
+)
 from server.errors import EscalatorError, UpstreamError
 from server.upstreams import Upstream
 
@@ -56,19 +67,17 @@ class CompletionStream:
             "created": c.get("created", int(time.time())),
             "model": c.get("model", ""),
         }
-        choice = c["choices"][0]
-        message = choice.get("message") or {}
+        choice = first_choice(c)
+        message = choice_message(choice)
         delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [
-                {"index": i, **call} for i, call in enumerate(message["tool_calls"])
-            ]
+        if calls := tool_calls(message):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
         events = [
             {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
             {
                 **head,
                 "choices": [
-                    {"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}
+                    {"index": 0, "delta": {}, "finish_reason": finish_reason(choice) or "stop"}
                 ],
             },
         ]
@@ -91,25 +100,27 @@ class StreamTranscript:
         self.answered = False
         self.delivered = False
         self.error: EscalatorError | None = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: Json | None = None
         self.model: str | None = None  # the model the upstream says answered
         self._buffer = b""
         self._content: list[str] = []
         self._tool_calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        start = 0  # events are read in place; only an unfinished one is kept
         while True:
-            end = self._buffer.find(b"\n\n")
+            end = buffer.find(b"\n\n", start)
             if end < 0:
-                if b"\r\n\r\n" not in self._buffer:
-                    return
-                self._buffer = self._buffer.replace(b"\r\n", b"\n")
+                if buffer.find(b"\r\n\r\n", start) < 0:
+                    break
+                buffer, start = buffer[start:].replace(b"\r\n", b"\n"), 0
                 continue
-            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            for line in event.split(b"\n"):
+            for line in buffer[start:end].split(b"\n"):
                 if line.startswith(b"data:"):
                     self._on_data(line[5:].strip())
+            start = end + 2
+        self._buffer = buffer[start:]
 
     def _on_data(self, payload: bytes) -> None:
         if payload == b"[DONE]":
@@ -121,28 +132,27 @@ class StreamTranscript:
             return
         if not isinstance(data, dict):
             return
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
+        if (usage := usage_of(data)) is not None:
+            self.usage = usage
         if self.model is None and isinstance(data.get("model"), str):
             self.model = data["model"]
-        choices = data.get("choices") or []
-        if not choices or not isinstance(choices[0], dict):
-            return
-        delta = choices[0].get("delta") or {}
-        text = delta.get("content") or delta.get("reasoning_content")
-        calls = delta.get("tool_calls")
-        if (text or calls) and self.first_token_ms is None:
+        choice = first_choice(data)
+        delta = choice_delta(choice)
+        text = delta_text(delta)
+        calls = tool_calls(delta)
+        tokens = bool(text or calls or delta_text(delta, "reasoning_content"))
+        if tokens and self.first_token_ms is None:
             self.first_token_ms = (time.perf_counter() - self.started) * 1000
-        if text or calls or choices[0].get("finish_reason"):
+        if tokens or finish_reason(choice):
             self.answered = True
-        if delta.get("content"):
-            self._content.append(delta["content"])
-        for call in calls or []:
+        if text:
+            self._content.append(text)
+        for call in calls:
             slot = self._tool_calls.setdefault(
                 call.get("index", 0), {"id": None, "type": "function", "function": {}}
             )
             slot["id"] = call.get("id") or slot["id"]
-            fn = call.get("function") or {}
+            fn = call_function(call)
             if fn.get("name"):
                 slot["function"]["name"] = fn["name"]
             if fn.get("arguments"):

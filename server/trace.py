@@ -7,6 +7,7 @@ disagree, and a step that fails half-way still logs what it knew.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ class StepTrace:
     failed_intervention: UpstreamCall | None = None
     draft: UpstreamCall | None = None  # the base model's draft, with decision timing after_draft
     draft_served: bool = False
-    draft_message: dict[str, Any] | None = None  # the draft's answer (for agreement checks)
+    draft_message: Mapping[str, Any] | None = None  # the draft's answer (for agreement checks)
     intervention: dict[str, Any] | None = None  # how a best-of-N step chose its answer
     upstream: UpstreamCall | None = None
     response: dict[str, Any] | None = None

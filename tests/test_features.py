@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from router.embedding import HashedNgrams
-from router.state import extract_features, message_text, recent_text, state_text
+from router.openai_shapes import message_text
+from router.state import extract_features, recent_text, state_text
 
 
 def call(name: str, arguments: str = "{}") -> dict[str, object]:

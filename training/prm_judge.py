@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from router.openai_shapes import choice_message, first_choice, message_text, token_logprobs
 from training.linear import ScoreModel, fit_logistic
 from training.prm import PrmConfig, StateInputs
 
@@ -98,8 +99,8 @@ class JudgePrm:
 
 def judge_probability(completion: dict[str, Any]) -> float:
     """P(yes) from a chat completion: top logprobs of the first token, else the text."""
-    choice = (completion.get("choices") or [{}])[0]
-    tokens = ((choice.get("logprobs") or {}).get("content")) or []
+    choice = first_choice(completion)
+    tokens = token_logprobs(choice)
     if tokens:
         yes = no = 0.0
         for candidate in tokens[0].get("top_logprobs") or [tokens[0]]:
@@ -110,7 +111,7 @@ def judge_probability(completion: dict[str, Any]) -> float:
                 no += math.exp(candidate["logprob"])
         if yes + no > 0:
             return yes / (yes + no)
-    text = str((choice.get("message") or {}).get("content") or "").strip().lower()
+    text = message_text(choice_message(choice)).strip().lower()
     if text.startswith("yes"):
         return 0.9
     if text.startswith("no"):
