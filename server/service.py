@@ -107,10 +107,14 @@ class ChatService:
         body: dict[str, Any],
         raw: bytes,
         trace: StepTrace,
+        session: str | None,
         wire: StepWire | None = None,
     ) -> StepReply:
-        """One step. With a `wire`, targets that speak it are sent its request instead of
-        `body` (which still gives the step's transcript), and answer in its shape."""
+        """One step of `session` (None: a session of this step alone, named by its request id).
+        With a `wire`, targets that speak it are sent its request instead of `body` (which
+        still gives the step's transcript), and answer in its shape."""
+        trace.session = session or trace.request_id
+        trace.one_step = session is None
         route, base = self._resolve(body["model"])  # 3. model
         await self._begin_step(caller, route, trace)  # 2. session
         trace.route = route.name if route else None

@@ -1,13 +1,14 @@
-"""Sessions seen from outside: their budget, and the outcome an agent reports at the end."""
+"""Sessions seen from outside: the session a step names, its budget, and the outcome an agent
+reports at the end."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from router.budget import BudgetStore, SessionInfo, session_key
-from server.errors import Conflict, NotFound, ServiceUnavailable
+from server.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from server.http import REQUEST_ID_PREFIX
 from server.metrics import Metrics
 from server.steplog import StepLog
@@ -16,6 +17,26 @@ from server.trace import outcome_record
 
 log = logging.getLogger("escalator.sessions")
 T = TypeVar("T")
+
+MAX_SESSION_ID_CHARS = 512  # OpenAI's limit on a metadata value
+
+
+def session_id_of(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
+    """The session a step names: `X-Session-Id`, else `metadata.session_id`; 400 if bad.
+    None: the step names none, and is a session of its own (one step)."""
+    session: Any = headers.get("x-session-id")
+    param = "X-Session-Id"
+    if session is None:
+        metadata = body.get("metadata")
+        session = metadata.get("session_id") if isinstance(metadata, dict) else None
+        param = "metadata.session_id"
+    if session is None:
+        return None
+    if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION_ID_CHARS:
+        raise InvalidRequest(
+            f"{param} must be a string of 1 to {MAX_SESSION_ID_CHARS} characters.", param=param
+        )
+    return session
 
 
 async def from_store(call: Awaitable[T]) -> T:

@@ -95,12 +95,10 @@ class ResponsesService:
         session = session or (chain.session if chain else None)  # 2. session
         if session is None and keep:
             session = response_id
-        trace.session = session or trace.request_id
-        trace.one_step = session is None
 
         step = self._chat_step(body, items, raw)  # 3. step
         wire = ResponsesWire(self.settings, {**body, "input": items})
-        reply = await self.chat.chat(caller, step, orjson.dumps(step), trace, wire)
+        reply = await self.chat.chat(caller, step, orjson.dumps(step), trace, session, wire)
 
         async def kept(response: dict[str, Any]) -> None:  # 5. store
             if keep:

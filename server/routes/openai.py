@@ -19,9 +19,8 @@ from server.http import (
     until_disconnected,
 )
 from server.service import ChatService, StepReply
+from server.sessions import session_id_of
 from server.validation import check_chat_body, check_routed_step, require_model
-
-MAX_SESSION_ID_CHARS = 512  # OpenAI's limit on a metadata value
 
 
 async def chat_completions(request: Request) -> Response:
@@ -33,9 +32,9 @@ async def chat_completions(request: Request) -> Response:
     route = app.settings.routes.get(body["model"])
     if route is not None:
         check_routed_step(body, raw, max_n=route.max_n)
-    trace.session = session_id_of(request, body) or trace.request_id
-    trace.one_step = trace.session == trace.request_id
-    return _to_response(await until_disconnected(request, service.chat(caller, body, raw, trace)))
+    session = session_id_of(request.headers, body)
+    step = service.chat(caller, body, raw, trace, session)
+    return _to_response(await until_disconnected(request, step))
 
 
 async def completions(request: Request) -> Response:
@@ -70,23 +69,6 @@ def _to_response(reply: StepReply) -> Response:
         return SseResponse(reply.stream)
     assert reply.body is not None
     return json_response(reply.body)
-
-
-def session_id_of(request: Request, body: dict[str, Any]) -> str | None:
-    """The session a step names: `X-Session-Id`, else `metadata.session_id`; 400 if bad."""
-    session = request.headers.get("x-session-id")
-    param = "X-Session-Id"
-    if session is None:
-        metadata = body.get("metadata")
-        session = metadata.get("session_id") if isinstance(metadata, dict) else None
-        param = "metadata.session_id"
-    if session is None:
-        return None
-    if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION_ID_CHARS:
-        raise InvalidRequest(
-            f"{param} must be a string of 1 to {MAX_SESSION_ID_CHARS} characters.", param=param
-        )
-    return session
 
 
 routes = [

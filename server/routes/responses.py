@@ -18,7 +18,7 @@ from server.http import (
 )
 from server.responses.checks import check_responses_body
 from server.responses.service import ItemsPage, ResponsesService
-from server.routes.openai import session_id_of
+from server.sessions import session_id_of
 
 MAX_LISTED = 100  # OpenAI's most input items per page
 
@@ -28,7 +28,7 @@ async def create_response(request: Request) -> Response:
     caller, trace = caller_of(request), trace_of(request)
     body, raw = await read_json_object(request, app.settings.server.max_body_bytes)
     check_responses_body(body, raw)
-    session = session_id_of(request, body)
+    session = session_id_of(request.headers, body)
     service: ResponsesService = app.responses
     reply = await until_disconnected(request, service.create(caller, body, raw, trace, session))
     if reply.stream is not None:
