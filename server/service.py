@@ -68,6 +68,23 @@ class StepReply:
     native: bool = False
 
 
+@dataclass(slots=True)
+class _Step:
+    """One chat step on its way: who asked and what (`raw`: the body's bytes, sent as they
+    came when the model is passed through), its route (None: passed through) and the wire it
+    rides, what the proxy learns of it (the trace), and the intervention's budget units it
+    holds until they are settled."""
+
+    caller: Caller
+    body: dict[str, Any]
+    raw: bytes
+    trace: StepTrace
+    route: RoutePlan | None
+    wire: StepWire | None
+    reservation: Reservation | None = None
+    finished: bool = False
+
+
 class ChatService:
     def __init__(
         self,
@@ -112,70 +129,30 @@ class ChatService:
     ) -> StepReply:
         """One step of `session` (None: a session of this step alone, named by its request id).
         With a `wire`, targets that speak it are sent its request instead of `body` (which
-        still gives the step's transcript), and answer in its shape."""
-        trace.session = session or trace.request_id
+        still gives the step's transcript), and answer in its shape.
+
+        Decide and reserve, answer, finish: a body's step is finished here, a stream's when
+        the stream ends, and a step that fails or is cancelled on the way as undelivered."""
+        trace.session = session or trace.request_id  # 2. session
         trace.one_step = session is None
-        route, base = self._resolve(body["model"])  # 3. model
-        await self._begin_step(caller, route, trace)  # 2. session
+        route, target = self._resolve(body["model"])  # 3. model
+        await self._begin_step(caller, route, trace)
         trace.route = route.name if route else None
-        reservation: Reservation | None = None
-        target = base
-        logged_by_stream = False
-        draft: UpstreamReply | None = None
-        native: StepWire | None = None  # the wire, once the target speaks it
+        step = _Step(caller, body, raw, trace, route, wire)
         try:
-            if route is not None:
-                if route.after_draft:  # the base model answers first; the helper sees it
-                    draft = await self._draft(caller, route, body, trace)
-                decision = await self.decider.decide(  # 4. decision
-                    route, caller, body, trace, draft.data if draft else None
-                )
-                if decision.escalates:  # 5. budget
-                    target, reservation, decision = await self._reserve(
-                        route, caller, decision, trace
-                    )
-                if decision.reason == "budget_exhausted":
-                    self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
-                self.decider.taken(route, caller, decision)
-                trace.decision = decision
-            try:  # 6. upstream
-                if draft is not None and target is base:
-                    result = self._serve_draft(draft, body, trace)
-                else:
-                    native = _spoken(wire, target)
-                    result = await self._call(
-                        caller, target, body, raw if route is None else None, trace, native
-                    )
-            except EscalatorError:
-                if reservation is None:
-                    raise
-                # The intervention failed: refund it and let the base model answer.
-                self._settle(caller, trace, reservation, completed=False)
-                reservation = None
-                trace.failed_intervention, trace.upstream = trace.upstream, None
-                trace.budget_after = trace.budget_before
-                target, native = base, None
-                if draft is not None:
-                    result = self._serve_draft(draft, body, trace)
-                else:
-                    native = _spoken(wire, base)
-                    result = await self._call(caller, base, body, None, trace, native)
-            trace.action = target.kind if route is not None else BASE
-            if not isinstance(result, UpstreamReply):  # a stream
-                handed_over, reservation = reservation, None
-                logged_by_stream = True
-                relay = self._stream(caller, body, result, trace, handed_over, native)
-                return StepReply(stream=relay, native=native is not None)
-            self._read_reply(caller, result, trace, native)
-            if reservation is not None:
-                self._settle(caller, trace, reservation, completed=True)
-                reservation = None
-            return StepReply(body=result.body, native=native is not None)
-        finally:
-            if reservation is not None:  # cancelled (client gone) or failed before settling
-                self._settle(caller, trace, reservation, completed=False)
-            if not logged_by_stream:
-                self._log_step(caller, body, trace)
+            draft = None
+            if route is not None:  # 4. decision, 5. budget
+                target, draft = await self._decide_and_reserve(step, route)
+            answer, native = await self._answer(step, target, draft)  # 6. upstream
+            if isinstance(answer, UpstreamReply):
+                self._read_reply(caller, answer, trace, native)
+                self._finish(step, delivered=True)  # 7. log
+                return StepReply(body=answer.body, native=native is not None)
+            relay = self._relay(step, answer, native)  # finishes the step when the stream ends
+            return StepReply(stream=relay, native=native is not None)
+        except BaseException:  # failed, or cancelled (the client went away), before answering
+            self._finish(step, delivered=False)
+            raise
 
     async def complete(self, caller: Caller, body: dict[str, Any], trace: StepTrace) -> StepReply:
         """`/v1/completions`: pass-through to the model (a route name means its base model);
@@ -246,6 +223,27 @@ class ChatService:
         session id) is never stored, so such requests leave nothing behind."""
         return ONE_STEP_TTL_S if trace.one_step else self.settings.storage.session_ttl_s
 
+    async def _decide_and_reserve(
+        self, step: _Step, route: RoutePlan
+    ) -> tuple[Target, UpstreamReply | None]:
+        """4. decision and 5. budget: where the step goes (an intervention's units reserved on
+        `step`), and the base model's draft where the route decides after seeing one."""
+        caller, trace = step.caller, step.trace
+        draft = None
+        if route.after_draft:  # the base model answers first; the helper sees it
+            draft = await self._draft(caller, route, step.body, trace)
+        decision = await self.decider.decide(
+            route, caller, step.body, trace, draft.data if draft else None
+        )
+        target = route.base
+        if decision.escalates:
+            target, step.reservation, decision = await self._reserve(route, caller, decision, trace)
+        if decision.reason == "budget_exhausted":
+            self.metrics.budget_denials.labels(caller.tenant, route.name).inc()
+        self.decider.taken(route, caller, decision)
+        trace.decision = decision
+        return target, draft
+
     async def _reserve(
         self, route: RoutePlan, caller: Caller, decision: Decision, trace: StepTrace
     ) -> tuple[Target, Reservation | None, Decision]:
@@ -278,6 +276,36 @@ class ChatService:
             return route.base, None, denied
         trace.budget_after = max((trace.budget_before or 0) - cost, 0)
         return target, reservation, replace(decision, action=target.kind)
+
+    async def _answer(
+        self, step: _Step, target: Target, draft: UpstreamReply | None
+    ) -> tuple[UpstreamReply | ChunkSource, StepWire | None]:
+        """6. upstream: the target's answer, and the step's wire where the target speaks it.
+        An intervention that fails is refunded and the base model answers instead."""
+        try:
+            return await self._ask(step, target, draft)
+        except EscalatorError:
+            if step.reservation is None:
+                raise
+        assert step.route is not None  # only a route reserves
+        self._settle(step, kept=False)
+        trace = step.trace
+        trace.failed_intervention, trace.upstream = trace.upstream, None
+        return await self._ask(step, step.route.base, draft)
+
+    async def _ask(
+        self, step: _Step, target: Target, draft: UpstreamReply | None
+    ) -> tuple[UpstreamReply | ChunkSource, StepWire | None]:
+        """The answer of `target`: the draft where it is the base model and has given one."""
+        native = None
+        if draft is not None and target.kind == BASE:
+            answer = self._serve_draft(draft, step.body, step.trace)
+        else:
+            native = _spoken(step.wire, target)
+            raw = step.raw if step.route is None else None
+            answer = await self._call(step.caller, target, step.body, raw, step.trace, native)
+        step.trace.action = target.kind
+        return answer, native
 
     async def _call(
         self,
@@ -418,42 +446,36 @@ class ChatService:
         if self.tracing is not None:
             self.tracing.end_call(call, reply.data)
 
-    def _stream(
-        self,
-        caller: Caller,
-        body: dict[str, Any],
-        upstream: ChunkSource,
-        trace: StepTrace,
-        reservation: Reservation | None,
-        wire: StepWire | None = None,
-    ) -> SseRelay:
-        def finish(transcript: StreamTranscript) -> None:
-            call = trace.upstream
-            assert call is not None
-            if not isinstance(upstream, CompletionStream):  # a replay was measured when sampled
-                self._observe_stream(call, transcript)
-            if transcript.error is not None:
-                call.error = transcript.error.message
-                self.metrics.upstream_errors.labels(call.name, "broken_stream").inc()
-            elif not transcript.done:
-                call.error = "client disconnected"
-            self._count_usage(caller, call, transcript.usage)
-            if self.tracing is not None:
-                broken = "broken_stream" if transcript.error is not None else None
-                self.tracing.end_call(call, error=broken, response_model=transcript.model)
-            trace.response = transcript.response()
-            if reservation is not None:
-                # The charge follows what was delivered: a client that hung up (or an upstream
-                # that broke off) after any of the answer reached the client keeps it, so it
-                # pays for it; only a stream that delivered nothing of the answer is refunded.
-                if not transcript.delivered:
-                    trace.budget_after = trace.budget_before
-                self._settle(caller, trace, reservation, completed=transcript.delivered)
-            self._log_step(caller, body, trace)
+    def _relay(self, step: _Step, source: ChunkSource, native: StepWire | None) -> SseRelay:
+        """A streamed answer, relayed as it arrives; the step is finished when the stream
+        ends, however it ends, as delivered if any of the answer reached the client."""
 
-        started = upstream.started
-        transcript = wire.transcript(started) if wire else StreamTranscript(started)
-        return SseRelay(upstream, transcript, finish)
+        def finish(transcript: StreamTranscript) -> None:
+            self._read_transcript(step, source, transcript)
+            self._finish(step, delivered=transcript.delivered)
+
+        started = source.started
+        transcript = native.transcript(started) if native else StreamTranscript(started)
+        return SseRelay(source, transcript, finish)
+
+    def _read_transcript(
+        self, step: _Step, source: ChunkSource, transcript: StreamTranscript
+    ) -> None:
+        trace = step.trace
+        call = trace.upstream
+        assert call is not None
+        if not isinstance(source, CompletionStream):  # a complete answer was measured on arrival
+            self._observe_stream(call, transcript)
+        if transcript.error is not None:
+            call.error = transcript.error.message
+            self.metrics.upstream_errors.labels(call.name, "broken_stream").inc()
+        elif not transcript.done:
+            call.error = "client disconnected"
+        self._count_usage(step.caller, call, transcript.usage)
+        if self.tracing is not None:
+            broken = "broken_stream" if transcript.error is not None else None
+            self.tracing.end_call(call, error=broken, response_model=transcript.model)
+        trace.response = transcript.response()
 
     # -- budget, log, metrics ---------------------------------------------------------------
 
@@ -465,15 +487,29 @@ class ChatService:
         if transcript.finished_ms is not None:
             self.metrics.upstream_latency.labels(call.name).observe(transcript.finished_ms / 1000)
 
-    def _settle(
-        self, caller: Caller, trace: StepTrace, reservation: Reservation, *, completed: bool
-    ) -> None:
+    def _finish(self, step: _Step, *, delivered: bool) -> None:
+        """7. the end of every step, whatever its answer and however it ended (once): settle
+        the budget, then log the step. The charge follows what was delivered: a client that
+        hung up (or an upstream that broke off) after any of the answer reached it keeps that
+        answer, so pays for it; a step that delivered nothing of it is refunded."""
+        if step.finished:
+            return
+        step.finished = True
+        self._settle(step, kept=delivered)
+        self._log_step(step.caller, step.body, step.trace)
+
+    def _settle(self, step: _Step, *, kept: bool) -> None:
         """Keep the units of an intervention whose answer (or any of a streamed one) reached
         the client; return a failed or abandoned one's."""
+        reservation, step.reservation = step.reservation, None
+        if reservation is None:
+            return
+        trace = step.trace
         kind = trace.decision.action if trace.decision else "?"
-        result = "completed" if completed else "refunded"
-        self.metrics.interventions.labels(caller.tenant, trace.route or "", kind, result).inc()
-        if not completed:
+        result = "completed" if kept else "refunded"
+        self.metrics.interventions.labels(step.caller.tenant, trace.route or "", kind, result).inc()
+        if not kept:
+            trace.budget_after = trace.budget_before
             # A task of its own: a refund must happen even when this request is being cancelled.
             self.spawn(self.store.refund(reservation))
 

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.fake_upstream import FakeUpstream
-from tests.helpers import user, wait_until
+from tests.helpers import records, user, wait_until
 from tests.loopback import LoopbackServer
 from tests.servers import KEYS, RunningProxy, proxy_config
 
@@ -188,3 +188,24 @@ def test_an_answer_the_upstream_broke_off_is_charged_for_what_was_delivered(
     assert orjson.loads(events[1])["choices"][0]["delta"]["content"]
     assert "error" in orjson.loads(events[-1])
     wait_until(lambda: interventions_used(proxy, "ep-1") == 1)
+
+
+def test_a_client_that_hangs_up_before_an_answer_in_one_body_is_refunded(
+    proxy: RunningProxy, pausing_upstream: PausingUpstream
+) -> None:
+    """Without streaming nothing of the answer reaches a client that leaves while the
+    intervention answers: the unit comes back, and the step's record says it was not spent."""
+    with (
+        httpx.Client(base_url=proxy.url, headers=AUTH, timeout=0.5) as client,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        client.post(
+            "/v1/chat/completions",
+            headers={"x-session-id": "ep-1"},
+            json={"model": "hang-up-3", "messages": user()},
+        )
+    wait_until(noticed(pausing_upstream, 1))
+    wait_until(lambda: interventions_used(proxy, "ep-1") == 0)
+    decision = records(proxy, 1)[-1]["decision"]
+    assert decision["action"] == "strong"
+    assert decision["budget_before"] == decision["budget_after"] == C
