@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,103 +22,65 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from training.config import TrainConfig
 from training.dataset import DatasetError
+from training.options import add_options, from_options
 
 if TYPE_CHECKING:
     from training.pipeline import TrainResult
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """What to do with the chosen helper once trained."""
+
+    install: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "PATH",
+            "help": "point this symlink (e.g. escalator-data/helpers/current) at the first "
+            "budget's selected helper, atomically; refused unless it beats never (and the "
+            "helper installed there) beyond its uncertainty (default: install nothing)",
+        },
+    )
+    force: bool = field(
+        default=False,
+        metadata={"help": "install even where the estimates do not show the helper is better"},
+    )
+    reload: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "metavar": "URL",
+            "help": "then ask this proxy to reload its helpers (repeat per replica; admin key "
+            "from ESCALATOR_ADMIN_KEY; default: none)",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.reload and not self.install:
+            raise ValueError("--reload needs --install (the proxies read the installed helper)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--logs", required=True, help="directory of step-log segments")
-    parser.add_argument("--out", required=True, help="directory for the helpers and the report")
-    parser.add_argument(
-        "--budget",
-        type=float,
-        action="append",
-        dest="budgets",
-        metavar="C",
-        help="target interventions per episode (repeat for several; default 1..cap)",
-    )
-    parser.add_argument(
-        "--cap", type=int, help="hard per-session budget (default: the logged sessions' budget)"
-    )
-    parser.add_argument(
-        "--target-rate", type=float, help="calibrate the helper to escalate on this share of steps"
-    )
-    parser.add_argument("--route", help="train on this route's steps only")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seeds the folds, the hold-out and every fit"
-    )
-    parser.add_argument(
-        "--embedding",
-        choices=["hashed", "minilm", "none"],
-        default="hashed",
-        help="the state's text as the helper reads it: hashed n-grams (no extra), MiniLM "
-        "(the `embed` extra; slower to serve, not better on the quality benchmark), or none",
-    )
-    parser.add_argument(
-        "--prm",
-        choices=["linear", "transformers", "judge"],
-        default="linear",
-        help="the process reward model: a linear model on the logged states, a transformers "
-        "model (the `prm` extra, --prm-model), or an LLM judge (--judge-endpoint)",
-    )
-    parser.add_argument("--prm-model", help="transformers PRM: a local model directory")
-    parser.add_argument("--judge-endpoint", help="judge PRM: OpenAI-compatible base URL")
-    parser.add_argument("--judge-model", help="judge PRM: the model to ask")
-    parser.add_argument("--bins", type=int, default=10, help="PRM score bins of the MDP")
-    parser.add_argument("--holdout", type=float, default=0.2, help="share of held-out sessions")
-    parser.add_argument(
-        "--install",
-        metavar="PATH",
-        help="point this symlink (e.g. escalator-data/helpers/current) at the first "
-        "budget's selected helper, atomically; refused unless it beats never (and the helper "
-        "installed there) beyond its uncertainty",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="install even where the estimates do not show the helper is better",
-    )
-    parser.add_argument(
-        "--reload",
-        metavar="URL",
-        action="append",
-        default=[],
-        help="then ask this proxy to reload its helpers (repeat per replica; admin key "
-        "from ESCALATOR_ADMIN_KEY)",
-    )
+    """The options of `escalator train`, generated from its two configurations."""
+    add_options(parser.add_argument_group("training", TrainConfig.__doc__), TrainConfig)
+    add_options(parser.add_argument_group("installing", Rollout.__doc__), Rollout)
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
-    from training.pipeline import TrainConfig, train
+    from training.pipeline import train
 
     console = console or Console(stderr=True)
-    problems = _check(args)
-    if problems:
-        console.print(f"[red]escalator train:[/red] {problems}")
+    try:
+        config, rollout = from_options(TrainConfig, args), from_options(Rollout, args)
+    except ValueError as exc:
+        console.print(f"[red]escalator train:[/red] {exc}")
         return 2
-    config = TrainConfig(
-        logs=args.logs,
-        out=args.out,
-        budgets=tuple(args.budgets or ()),
-        cap=args.cap,
-        target_rate=args.target_rate,
-        route=args.route,
-        seed=args.seed,
-        embedding=args.embedding,
-        prm=args.prm,
-        prm_model=args.prm_model,
-        judge_endpoint=args.judge_endpoint,
-        judge_model=args.judge_model,
-        bins=args.bins,
-        holdout=args.holdout,
-    )
     with progress_stages(console) as stage:
         try:
             result = train(config, stage)
         except DatasetError as exc:
-            console.print(f"[red]escalator train: cannot train on {args.logs}:[/red] {exc}")
+            console.print(f"[red]escalator train: cannot train on {config.logs}:[/red] {exc}")
             return 1
     for line in result.summary.lines_of_text():
         console.print(line)
@@ -134,16 +97,16 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
             )
             console.print(f"  judged at {budget.usage_goal:.2f} interventions per episode: {why}")
     console.print(f"report: {result.report}")
-    if args.install:
+    if rollout.install:
         from training.rollout import RolloutError, install, reload
 
         chosen = result.selected.directory if result.selected else result.budgets[0].learned_dir
-        if not _may_install(result, Path(args.install), args.force, console):
+        if not _may_install(result, Path(rollout.install), rollout.force, console):
             return 3
         try:
-            version = install(chosen, Path(args.install))
-            console.print(f"installed {chosen} at {args.install} ({version})")
-            for line in reload(args.reload, os.environ.get("ESCALATOR_ADMIN_KEY")):
+            version = install(chosen, Path(rollout.install))
+            console.print(f"installed {chosen} at {rollout.install} ({version})")
+            for line in reload(list(rollout.reload), os.environ.get("ESCALATOR_ADMIN_KEY")):
                 console.print(line)
         except (OSError, RolloutError) as exc:
             console.print(f"[red]escalator train: install failed:[/red] {exc}")
@@ -205,24 +168,6 @@ def _may_install(result: TrainResult, target: Path, force: bool, console: Consol
         "(collect more sessions with exploration, or --force)"
     )
     return False
-
-
-def _check(args: argparse.Namespace) -> str | None:
-    if args.budgets and any(c <= 0 for c in args.budgets):
-        return "--budget must be positive"
-    if args.cap is not None and args.cap < 1:
-        return "--cap must be at least 1"
-    if args.target_rate is not None and not 0 < args.target_rate < 1:
-        return "--target-rate must be between 0 and 1"
-    if not 0 < args.holdout < 1:
-        return "--holdout must be between 0 and 1"
-    if args.prm == "judge" and not (args.judge_endpoint and args.judge_model):
-        return "--prm judge needs --judge-endpoint and --judge-model"
-    if args.reload and not args.install:
-        return "--reload needs --install (the proxies read the installed helper)"
-    if args.prm == "transformers" and not args.prm_model:
-        return "--prm transformers needs --prm-model (a local model directory)"
-    return None
 
 
 @contextmanager

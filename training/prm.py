@@ -43,14 +43,17 @@ class StateInputs:
 
 @dataclass(frozen=True)
 class PrmConfig:
-    kind: str = "linear"
-    l2: float = 1.0
-    max_rows: int = 200_000
+    """How to build and fit a PRM. `escalator train` takes it from its own configuration
+    (`TrainConfig.prm_config`, training/config.py, where the options are documented)."""
+
+    kind: str = "linear"  # linear | transformers | judge
+    l2: float = 1.0  # L2 penalty of the linear and per-action logistic fits
+    max_rows: int = 200_000  # rows sampled for each logistic fit
     seed: int = 0
     model: str | None = None  # transformers: a local model directory
     endpoint: str | None = None  # judge: an OpenAI-compatible base URL
-    judge_model: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    judge_model: str | None = None  # judge: the model to ask
+    extra: dict[str, Any] = field(default_factory=dict)  # a kind's own settings (its module)
 
 
 class Prm(Protocol):
