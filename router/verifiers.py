@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.openai_shapes import call_function, tool_calls
+
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _STATED = re.compile(r"answer\s*(?:is|:|=)\s*[:\s]*([^\n]+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -31,8 +33,7 @@ class Vote:
 
 def answer_key(message: Mapping[str, Any]) -> str:
     """What a sampled assistant message answers, in a form that compares across samples."""
-    calls = message.get("tool_calls")
-    if isinstance(calls, list) and calls:
+    if calls := tool_calls(message):
         return "tools:" + ";".join(_call_key(call) for call in calls)
     text = message.get("content")
     if not isinstance(text, str):
@@ -50,10 +51,9 @@ def majority_vote(messages: Sequence[Mapping[str, Any]]) -> Vote:
     return Vote(chosen=chosen, votes=best, samples=len(messages))
 
 
-def _call_key(call: Any) -> str:
-    fn = call.get("function", {}) if isinstance(call, Mapping) else {}
-    name = fn.get("name", "") if isinstance(fn, Mapping) else ""
-    raw = fn.get("arguments", "") if isinstance(fn, Mapping) else ""
+def _call_key(call: Mapping[str, Any]) -> str:
+    function = call_function(call)
+    name, raw = function.get("name", ""), function.get("arguments", "")
     try:
         args = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):

@@ -7,15 +7,15 @@ import secrets
 import time
 from typing import Any
 
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """An upstream's object, or an empty one where it sent something else."""
-    return value if isinstance(value, dict) else {}
-
-
-def first_choice(data: dict[str, Any]) -> dict[str, Any]:
-    choices = data.get("choices")
-    return as_dict(choices[0]) if isinstance(choices, list) and choices else {}
+from router.openai_shapes import (
+    Json,
+    call_function,
+    choice_message,
+    finish_reason,
+    first_choice,
+    token_logprobs,
+    tool_calls,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -122,8 +122,8 @@ def message_item(
     }
 
 
-def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
-    function = as_dict(call.get("function"))
+def function_call_item(call: Json, status: str = "completed") -> dict[str, Any]:
+    function = call_function(call)
     return {
         "type": "function_call",
         "id": new_id("fc"),
@@ -158,8 +158,8 @@ def response_from_chat(
     if isinstance(completion.get("created"), int):
         response["created_at"] = completion["created"]
     choice = first_choice(completion)
-    message = as_dict(choice.get("message"))
-    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    message = choice_message(choice)
+    status = "incomplete" if finish_reason(choice) == "length" else "completed"
     output: list[dict[str, Any]] = []
     thought = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(thought, str) and thought:
@@ -167,13 +167,12 @@ def response_from_chat(
     content = message.get("content")
     refusal = message.get("refusal")
     if content or refusal:
-        logprobs = token_logprobs(choice.get("logprobs"))
+        logprobs = output_logprobs(choice)
         output.append(message_item(str(content or ""), refusal, status, logprobs))
-    for call in message.get("tool_calls") or []:
-        if isinstance(call, dict):
-            output.append(function_call_item(call, status))
+    for call in tool_calls(message):
+        output.append(function_call_item(call, status))
     response["output"] = output
-    return finish(response, choice.get("finish_reason"), completion.get("usage"))
+    return finish(response, finish_reason(choice), completion.get("usage"))
 
 
 def record_of_output(output: Any) -> dict[str, Any]:
@@ -212,14 +211,10 @@ def listed_item(item: dict[str, Any], index: int) -> dict[str, Any]:
     return listed
 
 
-def token_logprobs(logprobs: Any) -> list[dict[str, Any]]:
-    """A chat choice's token logprobs (`logprobs.content`) as a Response's output text has
-    them."""
-    tokens = as_dict(logprobs).get("content")
+def output_logprobs(choice: Json) -> list[dict[str, Any]]:
+    """A chat choice's token logprobs as a Response's output text has them."""
     out = []
-    for token in tokens if isinstance(tokens, list) else []:
-        if not isinstance(token, dict):
-            continue
+    for token in token_logprobs(choice):
         top = token.get("top_logprobs")
         out.append(
             {

@@ -19,14 +19,22 @@ from typing import Any
 
 import orjson
 
-from server.responses.answers import (
-    as_dict,
-    finish,
+from router.openai_shapes import (
+    Json,
+    call_function,
+    choice_delta,
+    delta_text,
+    finish_reason,
     first_choice,
+    tool_calls,
+    usage_of,
+)
+from server.responses.answers import (
+    finish,
     function_call_item,
     message_item,
+    output_logprobs,
     reasoning_item,
-    token_logprobs,
 )
 from server.streaming import SseRelay
 
@@ -99,21 +107,20 @@ class FromChat(EventSource):
         ]
 
     def events(self, data: dict[str, Any]) -> list[Event]:
-        if data.get("usage"):
-            self._usage = data["usage"]
+        if usage := usage_of(data):
+            self._usage = usage
         choice = first_choice(data)
-        delta = as_dict(choice.get("delta"))
+        delta = choice_delta(choice)
         out: list[Event] = []
         thought = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(thought, str) and thought:
             out += self._delta("reasoning", thought)
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            out += self._delta("message", delta["content"], token_logprobs(choice.get("logprobs")))
-        for call in delta.get("tool_calls") or []:
-            if isinstance(call, dict):
-                out += self._call_delta(call)
-        if choice.get("finish_reason"):
-            self._finish_reason = choice["finish_reason"]
+        if text := delta_text(delta):
+            out += self._delta("message", text, output_logprobs(choice))
+        for call in tool_calls(delta):
+            out += self._call_delta(call)
+        if reason := finish_reason(choice):
+            self._finish_reason = reason
         return out
 
     def closing(self) -> list[Event]:
@@ -155,10 +162,10 @@ class FromChat(EventSource):
         out.append(self._at(item, delta_kind, **fields))
         return out
 
-    def _call_delta(self, call: dict[str, Any]) -> list[Event]:
+    def _call_delta(self, call: Json) -> list[Event]:
         out: list[Event] = []
         index = call.get("index", 0)
-        function = as_dict(call.get("function"))
+        function = call_function(call)
         if self._open is None or self._open["type"] != "function_call" or index != self._open_call:
             out += self._close()
             new = function_call_item(
