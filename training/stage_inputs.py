@@ -191,7 +191,6 @@ def _width(spec: EmbeddingSpec) -> int:
     return spec.dim if spec.kind == "hashed" else MINILM_DIM if spec.kind == "minilm" else 0
 
 
-
 def _intervention_cost(data: Dataset) -> int:
     spent = data.cost[(data.action == 1) & (data.cost > 0)]
     return int(np.bincount(spent).argmax()) if len(spent) else 1
