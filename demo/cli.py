@@ -7,19 +7,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from demo.episodes import SimWorkload, Workload
 from demo.loop import DemoConfig, DemoResult, DemoUpstreams, PolicyResult, run_demo
+from demo.progress import Stage, line_stages
 from training.cli import progress_stages
 
 SIZES = {  # (collect, eval) tasks
     ("sim", True): (600, 300),
     ("sim", False): (4000, 2000),
-    ("local", True): (20, 6),
-    ("local", False): (300, 100),
+    ("local", True): (160, 40),
+    ("local", False): (300, 120),
+}
+# Each world's own defaults. Local tasks take one answer (a second after a format error):
+# one intervention per session, aimed at half the episodes. Two episodes at once keep the
+# two one-thread model servers busy (demo/local.py).
+DEFAULTS = {
+    "sim": {"budget": 2, "target": 1.0, "exploration": 0.3, "workers": 8},
+    "local": {"budget": 1, "target": 0.5, "exploration": 0.3, "workers": 2},
 }
 
 
@@ -31,19 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local: reasoning-gym tasks on the local models (default); "
         "sim: the SIMULATED world on simulated upstreams (seconds, no models)",
     )
-    parser.add_argument("--quick", action="store_true", help="a small run (about 10 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run (local: about 20 minutes)"
+    )
     parser.add_argument("--collect", type=int, help="tasks to collect with exploration")
     parser.add_argument("--eval", type=int, dest="eval_tasks", help="fresh tasks per policy")
-    parser.add_argument("--budget", type=int, default=2, help="interventions per session")
-    parser.add_argument("--target", type=float, default=1.0, help="interventions per episode")
+    parser.add_argument("--budget", type=int, help="interventions per session (sim: 2, local: 1)")
+    parser.add_argument(
+        "--target", type=float, help="interventions per episode (sim: 1.0, local: 0.5)"
+    )
     parser.add_argument(
         "--exploration",
         type=float,
-        default=0.3,
-        help="the collecting tenant's share of steps escalated at random (logged propensities)",
+        help="the collecting tenant's share of steps escalated at random, with logged "
+        "propensities (0.3)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the tasks and the training")
-    parser.add_argument("--workers", type=int, help="episodes played at once")
+    parser.add_argument("--workers", type=int, help="episodes played at once (sim: 8, local: 2)")
     parser.add_argument(
         "--dir",
         help="where this run writes everything; it must hold no earlier run's step logs "
@@ -54,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
     collect, evaluate = SIZES[(args.world, args.quick)]
+    defaults = DEFAULTS[args.world]
     directory = run_directory(args.dir, args.world)
     earlier = sorted((directory / "data" / "logs").glob("*.jsonl*"))
     if earlier:
@@ -70,19 +84,19 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
         directory=directory,
         collect_tasks=args.collect or collect,
         eval_tasks=args.eval_tasks or evaluate,
-        budget=args.budget,
-        target=args.target,
-        exploration=args.exploration,
+        budget=_given(args.budget, defaults["budget"]),
+        target=_given(args.target, defaults["target"]),
+        exploration=_given(args.exploration, defaults["exploration"]),
         seed=args.seed,
-        workers=args.workers or (8 if args.world == "sim" else 1),
+        workers=_given(args.workers, defaults["workers"]),
     )
     from demo.local import DemoSetupError
     from demo.proxy import ProxyError
 
     try:
         with (
-            _world(args.world, console) as (workload, upstreams),
-            progress_stages(console) as stage,
+            _world(args.world, console, directory) as (workload, upstreams),
+            _progress(console) as stage,
         ):
             result = run_demo(config, workload, upstreams, stage)
     except (DemoSetupError, ProxyError) as exc:
@@ -90,10 +104,14 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
         return 1
     console.print(_table(result, workload.name))
     plot = config.directory / "demo.png"
-    _plot(result, plot)
+    _plot(result, plot, workload.name)
     console.print(f"helper: {result.helper_dir}  training report: {result.training_report}")
     console.print(f"plot: {plot}")
     return 0
+
+
+def _given(value: float | None, default: float) -> Any:
+    return default if value is None else value
 
 
 def run_directory(given: str | None, world: str) -> Path:
@@ -114,7 +132,26 @@ def run_directory(given: str | None, world: str) -> Path:
 
 
 @contextmanager
-def _world(world: str, console: Console) -> Iterator[tuple[Workload, DemoUpstreams]]:
+def _progress(console: Console) -> Iterator[Stage]:
+    """A live bar on a terminal; elsewhere (a file, a pipe) a line per stage and every ten
+    tasks, so a run's log shows where it is."""
+    if console.is_terminal:
+        with progress_stages(console) as stage:
+            yield stage
+        return
+    stage, finish = line_stages(
+        lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+    )
+    try:
+        yield stage
+    finally:
+        finish()
+
+
+@contextmanager
+def _world(
+    world: str, console: Console, directory: Path
+) -> Iterator[tuple[Workload, DemoUpstreams]]:
     if world == "sim":
         from demo.sim.upstream import SimUpstream
 
@@ -134,7 +171,7 @@ def _world(world: str, console: Console) -> Iterator[tuple[Workload, DemoUpstrea
         return
     from demo.local import local_world
 
-    with local_world(console) as pair:
+    with local_world(console, directory) as pair:
         yield pair
 
 
@@ -162,31 +199,65 @@ def _table(result: DemoResult, world: str) -> Table:
     return table
 
 
-def _plot(result: DemoResult, path: Path) -> None:
+def _plot(result: DemoResult, path: Path, world: str) -> None:
+    """Success against interventions per episode: one labelled point per policy with its
+    95% Wilson interval. The strong model alone spends no budget (it is the base there), so
+    it stands at the model calls it makes per episode, each of which is a strong call."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for r in result.compared:
+    points = [(r, r.steps if r.name == "strong only" else r.interventions) for r in result.all]
+    right = max(max(x for _, x in points), 0.5) * 1.5 + 0.05
+    fig, ax = plt.subplots(figsize=(7.0, 4.8), dpi=120)
+    placed: list[tuple[float, float]] = []
+    for i, (r, x) in enumerate(sorted(points, key=lambda p: (p[1], -p[0].success))):
         low, high = r.wilson()
+        colour = f"C{i}"
         ax.errorbar(
-            r.interventions,
+            x,
             r.success,
             yerr=[[r.success - low], [high - r.success]],
             fmt="o",
-            capsize=3,
-            label=r.name,
+            ms=7,
+            capsize=4,
+            color=colour,
         )
-    for r in result.baselines:
-        ax.axhline(r.success, ls="--", lw=1, color="grey")
-        ax.annotate(r.name, (0, r.success), fontsize=8, va="bottom")
+        name = "strong only\n(x: strong calls)" if r.name == "strong only" else r.name
+        ax.annotate(
+            f"{name}: {r.success:.0%}",
+            (x, r.success),
+            xytext=(x + right * 0.03, _free_height(r.success, x, placed, right * 0.2)),
+            fontsize=8,
+            color=colour,
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.6},
+        )
+    ax.set_xlim(-0.05, right)
+    ax.set_ylim(0, 1.02)
     ax.set_xlabel("interventions per episode")
     ax.set_ylabel("success rate")
-    ax.set_title("Trained helper vs baselines, fresh tasks")
+    n = ", ".join(sorted({str(r.n) for r, _ in points}))
+    ax.set_title(
+        f"Success on fresh tasks, 95% Wilson intervals, {n} tasks per policy\n{world}",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _free_height(y: float, x: float, placed: list[tuple[float, float]], near: float) -> float:
+    """A height for a label at `x` near `y` that keeps clear of labels already placed close
+    by (points of equal usage would otherwise print over each other)."""
+    gap = 0.075
+    for step in range(40):
+        candidate = y + (step + 1) // 2 * gap * (1 if step % 2 else -1)
+        clear = all(abs(candidate - py) >= gap or abs(x - px) > near for px, py in placed)
+        if clear and 0.03 <= candidate <= 0.99:
+            placed.append((x, candidate))
+            return candidate
+    placed.append((x, y))
+    return y

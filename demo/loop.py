@@ -1,19 +1,19 @@
 """The learning loop, end to end, against a real proxy process.
 
-1. Baselines: the weak model alone and the strong model alone on fresh tasks, so the gap an
-   intervention can close is known.
+1. Baseline: the strong model alone on fresh tasks (the weak model alone is `never`, in 4),
+   so the gap an intervention can close is known.
 2. Collect: tasks through route `collect` (the hand-set threshold policy) by a tenant with
    exploration ε, so both actions are logged with their propensities.
 3. Train: the training pipeline on the proxy's own step logs; install the helper.
-4. Compare on fresh tasks (other seeds): the trained helper, then never / always, then random
-   and PRM-threshold set to escalate on the same share of steps as the helper did.
+4. Compare on the same fresh tasks as 1 (another seed than collection's): the trained
+   helper, then never / always, then random and PRM-threshold set to escalate on the same
+   share of steps as the helper did.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from demo.episodes import EpisodeResult, Workload
+from demo.progress import Stage
 from demo.proxy import ProxyProcess, key_digest
 from server.local.process import free_port
+
+NEVER = "never (weak only)"
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,9 @@ class DemoResult:
     random_p: float = 0.0
     threshold: float = 0.0
 
-
-Stage = Callable[[str, int | None], Callable[[int], None]]
+    @property
+    def all(self) -> list[PolicyResult]:
+        return [*self.baselines, *self.compared]
 
 
 def run_demo(
@@ -116,7 +120,7 @@ def run_demo(
     def play_all(
         proxy: ProxyProcess, name: str, route: str, key: str, seed: int, count: int
     ) -> PolicyResult:
-        advance = stage(f"{name}: {count} tasks", count)
+        advance = stage(name, count)
 
         def one(index: int) -> EpisodeResult:
             episode = workload.play(proxy.url, key, route, index, seed)
@@ -129,10 +133,10 @@ def run_demo(
     eval_seed = config.seed + 1_000_000
     routes = _routes(upstreams, {"collect": {"kind": "threshold", "threshold": 0.5}})
     with _running(base_config | {"routes": routes}, directory / "proxy") as proxy:
-        for name, route in (("weak only", "weak-only"), ("strong only", "strong-only")):
-            result.baselines.append(
-                play_all(proxy, name, route, evaluator, eval_seed, config.eval_tasks)
-            )
+        # The weak model alone is `never` below: the same configuration, played once.
+        result.baselines.append(
+            play_all(proxy, "strong only", "strong-only", evaluator, eval_seed, config.eval_tasks)
+        )
         result.collected = play_all(
             proxy,
             "collecting (exploration)",
@@ -169,9 +173,9 @@ def run_demo(
         },
     )
     with _running(base_config | {"routes": helper_routes}, directory / "proxy") as proxy:
-        for name in ("helper", "never", "always"):
+        for name, label in (("helper", "helper"), ("never", NEVER), ("always", "always")):
             result.compared.append(
-                play_all(proxy, name, name, evaluator, eval_seed + 1, config.eval_tasks)
+                play_all(proxy, label, name, evaluator, eval_seed, config.eval_tasks)
             )
     rate = result.compared[0].escalation_rate
     result.random_p = rate
@@ -193,7 +197,7 @@ def run_demo(
             ("threshold", "PRM threshold (same rate)"),
         ):
             result.compared.append(
-                play_all(proxy, label, name, evaluator, eval_seed + 1, config.eval_tasks)
+                play_all(proxy, label, name, evaluator, eval_seed, config.eval_tasks)
             )
     return result
 
@@ -242,7 +246,6 @@ def _routes(upstreams: DemoUpstreams, policies: dict[str, dict[str, Any]]) -> di
         name: {"base": weak, "policy": policy, "interventions": interventions}
         for name, policy in policies.items()
     }
-    routes["weak-only"] = {"base": weak, "policy": {"kind": "never"}}
     routes["strong-only"] = {
         "base": {"upstream": "strong", "model": upstreams.strong_model},
         "policy": {"kind": "never"},

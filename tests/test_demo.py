@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from demo.episodes import SimWorkload
-from demo.loop import DemoConfig, DemoUpstreams, run_demo
+from demo.loop import NEVER, DemoConfig, DemoUpstreams, run_demo
 from demo.sim.upstream import SimUpstream
 from router.artifacts import load_artifact
 
@@ -28,12 +28,12 @@ def test_the_learning_loop_improves_on_the_hand_set_policy(tmp_path: Path) -> No
         )
     finally:
         upstream.stop()
-    weak, strong = result.baselines
-    assert strong.success > weak.success + 0.2  # the gap an intervention can close
+    (strong,) = result.baselines
     compared = {r.name: r for r in result.compared}
+    assert strong.success > compared[NEVER].success + 0.2  # the gap an intervention can close
     assert set(compared) == {
         "helper",
-        "never",
+        NEVER,
         "always",
         "random (same rate)",
         "PRM threshold (same rate)",
@@ -44,7 +44,7 @@ def test_the_learning_loop_improves_on_the_hand_set_policy(tmp_path: Path) -> No
     assert 0.25 <= helper.interventions <= 1.6
     # Collection explores at random in the proxy, so runs differ; the gap to `never` is
     # about 0.15-0.25 at this size, three standard errors of the difference above 0.05.
-    assert helper.success > compared["never"].success + 0.05
+    assert helper.success > compared[NEVER].success + 0.05
     # The proxy's own logs trained it, and it is installed where the proxy reads it.
     artifact = load_artifact(result.helper_dir or "")
     assert artifact.meta["training"]["sessions"] >= 1000
@@ -75,6 +75,14 @@ def test_demo_command_runs_the_simulated_world(tmp_path: Path) -> None:
     for row in ("weak only", "strong only", "helper", "never", "always", "random", "PRM"):
         assert row in done.stderr
     assert (tmp_path / "demo.png").stat().st_size > 0
+    # Its output is not a terminal: progress comes as lines while the run goes, not a bar
+    # drawn once at the end.
+    lines = done.stderr.splitlines()
+    collecting = [line for line in lines if "collecting (exploration)" in line]
+    assert collecting[0].endswith("collecting (exploration): started")
+    assert any(line.endswith("collecting (exploration): 50/150 tasks") for line in collecting)
+    assert "done in" in collecting[-1] and collecting[-1].endswith("(150/150 tasks)")
+    assert any("training the helper: done in" in line for line in lines)
 
 
 def test_a_run_never_trains_on_an_earlier_runs_logs(
