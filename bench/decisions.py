@@ -6,7 +6,10 @@ Each policy decides 2,000 steps drawn from generated transcripts of a tool-using
 (20 turns, some failed tool calls and repeated actions); the figure is the full decision as
 the proxy makes it: features, the policy, budget feasibility and exploration. Targets: p99
 <= 2 ms for the default helper, <= 15 ms with embeddings. The network rows are a helper with
-32 ReLU units (what the agreement checks' learner exports when it beats the ridge).
+32 ReLU units (what the agreement checks' learner exports when it beats the ridge). The
+"text agent" rows decide on a ReAct text agent's transcripts instead (observations are user
+messages of some 60 words, 40 distinct) with the trainer's own embedding: the labelled state
+text, with and without the pairs of the newest observation's words.
 """
 
 from __future__ import annotations
@@ -49,10 +52,41 @@ def transcript(rng: random.Random, turns: int = 20) -> list[dict[str, Any]]:
     return messages
 
 
-def write_learned(directory: Path, dim: int | None, kind: str = "hashed", units: int = 0) -> Path:
+WORDS = [f"{a}{b}" for a in ("red", "old", "wet", "big", "odd") for b in "abcdefghijklm"]
+
+
+def text_transcript(rng: random.Random, turns: int = 20) -> list[dict[str, Any]]:
+    """A ReAct text agent's: each observation a user message of 60 words, 40 distinct."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You play a text adventure. Answer `ACTION: <command>`."},
+        {"role": "user", "content": "Your task: put the red mug in the cupboard. " * 2},
+    ]
+    for _ in range(turns):
+        action = f"Thought: next.\nACTION: take {rng.choice(WORDS)}"
+        distinct = rng.sample(WORDS, 40)
+        observation = " ".join(distinct + rng.choices(distinct, k=20))
+        messages += [
+            {"role": "assistant", "content": action},
+            {"role": "user", "content": observation},
+        ]
+    return messages
+
+
+def write_learned(
+    directory: Path,
+    dim: int | None,
+    kind: str = "hashed",
+    units: int = 0,
+    pairs: int | None = None,
+) -> Path:
+    """A helper with random weights; `pairs` (None: the older `recent` text) embeds the
+    labelled text with that many word-pair buckets."""
     directory.mkdir(parents=True, exist_ok=True)
     features = list(FEATURE_NAMES)
     embedding: dict[str, Any] | None = {"kind": kind, "dim": dim} if dim else None
+    if embedding is not None and pairs is not None:
+        embedding.update(text="labelled", pairs=pairs)
+    width = (dim or 0) + (pairs or 0)
     rng = random.Random(0)
     (directory / "helper.json").write_text(
         json.dumps(
@@ -71,9 +105,9 @@ def write_learned(directory: Path, dim: int | None, kind: str = "hashed", units:
             {
                 "bias": -1.0,
                 "features": [rng.gauss(0, 0.1) for _ in features],
-                "embedding": [rng.gauss(0, 0.1) for _ in range(dim or 0)],
+                "embedding": [rng.gauss(0, 0.1) for _ in range(width)],
                 "budget": 0.1,
-                **({"hidden": hidden_units(rng, len(features), dim or 0, units)} if units else {}),
+                **({"hidden": hidden_units(rng, len(features), width, units)} if units else {}),
             }
         )
     )
@@ -140,10 +174,19 @@ def main() -> None:
             "kind": "learned",
             "artifact": str(write_learned(work / "m", 384, "minilm")),
         }
-    print(f"{'policy':<32}{'p50 ms':>8}{'p99 ms':>8}")
+    print(f"{'policy':<44}{'p50 ms':>8}{'p99 ms':>8}")
     for name, spec in policies.items():
         p50, p99 = measure(spec, steps)
-        print(f"{name:<32}{p50:8.3f}{p99:8.3f}")
+        print(f"{name:<44}{p50:8.3f}{p99:8.3f}")
+    stories = [text_transcript(rng) for _ in range(2000)]
+    for name, pairs, units in (
+        ("text agent: learned, labelled hashed-256", 0, 0),
+        ("text agent: learned, + word pairs-512", 512, 0),
+        ("text agent: network-32, + word pairs-512", 512, 32),
+    ):
+        artifact = write_learned(work / f"t{pairs}-{units}", 256, units=units, pairs=pairs)
+        p50, p99 = measure({"kind": "learned", "artifact": str(artifact)}, stories)
+        print(f"{name:<44}{p50:8.3f}{p99:8.3f}")
     embed = HashedNgrams(dim=256)
     texts = [recent_text(m, embed.turns, embed.max_chars) for m in steps]
     started = time.perf_counter()

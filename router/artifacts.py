@@ -56,7 +56,7 @@ class ArtifactError(ValueError):
 
 class Embedder(Protocol):
     @property
-    def dim(self) -> int: ...
+    def width(self) -> int: ...
 
     def embed_messages(self, messages: Sequence[Message]) -> list[float]: ...
 
@@ -156,7 +156,7 @@ def load_artifact(
     ):
         raise ArtifactError(f"{directory}: weights must name a .json file in the directory")
     weights = _read_json(directory / weights_name)
-    embedding_dim = embedding.dim if embedding else 0
+    embedding_dim = embedding.width if embedding else 0
     scorer = Scorer(
         features=tuple(features),
         embedding=embedding,

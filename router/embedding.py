@@ -9,12 +9,21 @@ Text `labelled` (what `escalator train` writes now) reads `router.state.state_te
 hashes each line's n-grams in its label's own namespace (as Vowpal Wabbit does), so "locked"
 in the newest observation and "locked" in the task are different inputs to the helper.
 Text `recent` is the plain rendering of the newest turns that earlier helpers were trained on.
+
+With `pairs`, each pair of distinct words in the newest observation is hashed too, to one
+of `pairs` more buckets (quadratic features, as Vowpal Wabbit's `-q`): what makes a step
+hard is often a conjunction of facts the observation states apart ("in the kitchen" and
+"carrying a glass vase"), which no linear score of single n-grams represents. On the quality
+benchmark's three text worlds, 512 pair buckets lifted how well the agreement checks' learner
+ranks the hidden hard steps from AUC 0.81 / 0.73 / 0.68 to 0.84 / 0.75 / 0.70 (text adventure,
+grid, reasoning agent; one collection each, `bench/quality.py`'s worlds).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,12 +41,20 @@ class HashedNgrams:
     turns: int = 4
     max_chars: int = 2_000
     text: str = "recent"
+    pairs: int = 0  # buckets for pairs of words of the newest observation (text `labelled`)
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.ngram < 1 or self.turns < 1 or self.max_chars < 1:
             raise ValueError(f"hashed embedding sizes must be positive: {self}")
         if self.text not in TEXTS:
             raise ValueError(f"hashed embedding text must be one of {', '.join(TEXTS)}")
+        if self.pairs < 0 or (self.pairs and self.text != "labelled"):
+            raise ValueError("word pairs need a non-negative size and the labelled text")
+
+    @property
+    def width(self) -> int:
+        """The vector's length: the n-gram buckets, then the pair buckets."""
+        return self.dim + self.pairs
 
     def embed_messages(self, messages: Sequence[Message]) -> list[float]:
         return self.embed(render(messages, self.text, self.turns, self.max_chars))
@@ -57,7 +74,32 @@ class HashedNgrams:
             digest = _gram_hash(gram)
             vector[(digest >> 1) % self.dim] += count if digest & 1 else -count
         norm = math.hypot(*vector)
-        return [v / norm for v in vector] if norm else vector
+        if norm:
+            vector = [v / norm for v in vector]
+        if self.pairs:
+            vector += _word_pairs(text, self.pairs)
+        return vector
+
+
+PAIR_WORDS = 48  # distinct words of the newest observation paired, at most (1,128 pairs)
+_WORD = re.compile(r"[a-z0-9]+")
+_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads one word's hash before the XOR
+
+
+def _word_pairs(text: str, size: int) -> list[float]:
+    """1.0 in the bucket of each pair of distinct words of the newest observation (the
+    labelled text's OBSERVATION line), its first PAIR_WORDS distinct words; unordered."""
+    pairs = [0.0] * size
+    label, _, body = text.rpartition("\n")[2].partition(": ")
+    if label.lower() != "observation":
+        return pairs
+    words = dict.fromkeys(_WORD.findall(body.lower()))  # distinct, in order of appearance
+    hashes = sorted(_gram_hash(f"pair|{w}") for w in list(words)[:PAIR_WORDS])
+    for i, first in enumerate(hashes):
+        spread = first * _MIX
+        for second in hashes[i + 1 :]:
+            pairs[((spread ^ second) >> 17) % size] = 1.0
+    return pairs
 
 
 def render(messages: Sequence[Message], text: str, turns: int, max_chars: int) -> str:

@@ -38,6 +38,7 @@ def _package_dir(name: str) -> Path:
 
 class MiniLm:
     dim = DIM
+    width = DIM  # the vector's length
 
     def __init__(
         self,

@@ -145,3 +145,26 @@ def test_labelled_hashing_tells_the_observation_from_the_task() -> None:
     in_observation = embed.embed("OBSERVATION: locked door")
     assert in_task != in_observation
     assert HashedNgrams(dim=64).embed("TASK: locked door") != in_task
+
+
+def test_word_pairs_of_the_newest_observation_make_a_conjunction_linear() -> None:
+    """Hard where the player is in a wet room AND carries something fragile: no weighted sum
+    of single n-grams separates it; one pair bucket does."""
+    embed = HashedNgrams(dim=64, text="labelled", pairs=256)
+    rooms, loads = ("kitchen", "hallway"), ("vase", "rope")
+
+    def pairs(room: str, load: str) -> list[float]:
+        text = f"TASK: tidy up\nOBSERVATION: You are in the {room}. You carry a {load}."
+        vector = embed.embed(text)
+        assert len(vector) == embed.width == 64 + 256
+        return vector[64:]
+
+    hard = pairs("kitchen", "vase")
+    routine = [pairs(r, w) for r in rooms for w in loads if (r, w) != ("kitchen", "vase")]
+    only_hard = [i for i, x in enumerate(hard) if x and not any(v[i] for v in routine)]
+    assert only_hard  # the (kitchen, vase) pair's bucket, set in no routine state
+    # Pairs come from the newest observation alone, whatever the order of its words.
+    assert pairs("kitchen", "vase") == hard
+    assert embed.embed("TASK: You are in the kitchen. You carry a vase.")[64:] == [0.0] * 256
+    with pytest.raises(ValueError, match="labelled"):
+        HashedNgrams(dim=64, pairs=16)

@@ -51,6 +51,13 @@ class TrainConfig:
     embedding_dim: int = field(
         default=256, metadata={"help": "width of the hashed embedding (MiniLM's is fixed)"}
     )
+    embedding_pairs: int = field(
+        default=512,
+        metadata={
+            "help": "buckets of the hashed embedding for pairs of the newest observation's "
+            "words, which let a linear helper see conjunctions of facts (0: none)"
+        },
+    )
     prm: Literal["linear", "transformers", "judge"] = field(
         default="linear",
         metadata={
@@ -132,6 +139,7 @@ class TrainConfig:
             return "--prm transformers needs --prm-model (a local model directory)"
         for name, value, least in (
             ("--embedding-dim", self.embedding_dim, 1),
+            ("--embedding-pairs", self.embedding_pairs, 0),
             ("--bins", self.bins, 1),
             ("--max-fit-rows", self.max_fit_rows, 1),
             ("--min-sessions", self.min_sessions, 1),

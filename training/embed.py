@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from router.embedding import HashedNgrams
+from router.minilm import DIM as MINILM_DIM
 from router.state import FEATURE_NAMES
 
 # The newest observation is the state text's last line; 96 tokens keep it and the action
@@ -29,13 +30,24 @@ class EmbeddingSpec:
     """What goes into helper.json's "embedding" (None: features only)."""
 
     kind: str  # "none" | "hashed" | "minilm"
-    dim: int = 256
+    dim: int = 256  # hashed: n-gram buckets
+    pairs: int = 512  # hashed: buckets of word pairs of the newest observation
+
+    @property
+    def width(self) -> int:
+        """The embedding's columns in the design matrix."""
+        if self.kind == "hashed":
+            return self.hashed().width
+        return MINILM_DIM if self.kind == "minilm" else 0
+
+    def hashed(self) -> HashedNgrams:
+        return HashedNgrams(dim=self.dim, text="labelled", pairs=self.pairs)
 
     def artifact_entry(self) -> dict[str, Any] | None:
         if self.kind == "none":
             return None
         if self.kind == "hashed":
-            return {"kind": "hashed", "dim": self.dim, "text": "labelled"}
+            return {"kind": "hashed", "dim": self.dim, "text": "labelled", "pairs": self.pairs}
         return {
             "kind": "minilm",
             "max_tokens": MINILM_TOKENS,
@@ -68,11 +80,11 @@ def embed_texts(
     chunk = 20_000
     chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
     if out is None:
-        out = np.zeros((len(texts), spec.dim), dtype=np.float32)
+        out = np.zeros((len(texts), spec.width), dtype=np.float32)
     workers = workers or min(os.cpu_count() or 1, 4)
     row = 0
     if workers == 1 or len(chunks) == 1:
-        results: Any = (_hashed(list(c), spec.dim) for c in chunks)
+        results: Any = (_hashed(list(c), spec) for c in chunks)
         for block in results:
             out[row : row + len(block)] = block
             row += len(block)
@@ -80,7 +92,7 @@ def embed_texts(
                 progress(len(block))
         return out
     with ProcessPoolExecutor(workers) as pool:
-        for block in pool.map(_hashed, [list(c) for c in chunks], [spec.dim] * len(chunks)):
+        for block in pool.map(_hashed, [list(c) for c in chunks], [spec] * len(chunks)):
             out[row : row + len(block)] = block
             row += len(block)
             if progress:
@@ -88,9 +100,10 @@ def embed_texts(
     return out
 
 
-def _hashed(texts: list[str], dim: int) -> np.ndarray:
-    embedder = HashedNgrams(dim=dim, text="labelled")
-    return np.array([embedder.embed(t) for t in texts], dtype=np.float32).reshape(-1, dim)
+def _hashed(texts: list[str], spec: EmbeddingSpec) -> np.ndarray:
+    embedder = spec.hashed()
+    rows = [embedder.embed(t) for t in texts]
+    return np.array(rows, dtype=np.float32).reshape(-1, embedder.width)
 
 
 def _minilm(texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:

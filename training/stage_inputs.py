@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from router.minilm import DIM as MINILM_DIM
 from training.config import TrainConfig
 from training.dataset import Dataset, LoadSummary, check_trainable, load_dataset
 from training.embed import EmbeddingSpec, embed_texts, feature_columns
@@ -64,7 +63,7 @@ class Steps:
             config.cap if config.cap is not None else int(np.max(data.limit)),
             _intervention_cost(data),
             design,
-            StateInputs(design[:, :-1], data.texts, columns, _width(embedding)),
+            StateInputs(design[:, :-1], data.texts, columns, embedding.width),
             embedding,
             split_sessions(data.n_sessions, config.holdout, config.seed),
         )
@@ -133,7 +132,7 @@ def embed_states(
     spec = _embedding_spec(config, data)
     advance = stage("embedding states", data.n_steps if spec.kind != "none" else None)
     columns = feature_columns(data.features)
-    dim = _width(spec)
+    dim = spec.width
     design = np.empty((data.n_steps, len(columns) + dim + 1), dtype=np.float32)
     design[:, : len(columns)] = data.features[:, columns]
     if dim:
@@ -183,12 +182,7 @@ def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:
     if data.texts is None:
         # No content was captured: the helper learns from the features alone.
         return EmbeddingSpec("none")
-    return EmbeddingSpec(config.embedding, config.embedding_dim)
-
-
-def _width(spec: EmbeddingSpec) -> int:
-    """The embedding's columns in the design matrix."""
-    return spec.dim if spec.kind == "hashed" else MINILM_DIM if spec.kind == "minilm" else 0
+    return EmbeddingSpec(config.embedding, config.embedding_dim, config.embedding_pairs)
 
 
 def _intervention_cost(data: Dataset) -> int:
