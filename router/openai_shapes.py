@@ -4,7 +4,9 @@ and tool calls, a finish reason, token logprobs and usage, and a stream chunk's 
 Upstreams and agents send these loosely (a field missing or null, content as a list of
 parts), so every reader here answers an empty value rather than raising: a malformed answer
 reads as an empty one. Nothing is copied: a reader hands back the part it found (a list of
-them without the items that are not objects), or a shared empty one.
+them without the items that are not objects), or a shared empty one. An object is a `dict`,
+as a JSON parser gives it: checking for any `Mapping` costs eight times as much, on every
+event of every relayed stream.
 """
 
 from __future__ import annotations
