@@ -3,7 +3,7 @@
 # with the `local` extra (llama-cpp-python compiles llama.cpp once, about 6 minutes on 2
 # cores), assemble and check the models (once), then run escalator.
 #   bash deploy/local.sh                  # escalator serve: real local models on 127.0.0.1:8080
-#   bash deploy/local.sh demo --quick     # the learning loop, about 17 minutes on 2 cores
+#   bash deploy/local.sh demo --quick     # the learning loop, about 15 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

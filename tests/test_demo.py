@@ -108,3 +108,21 @@ def test_a_run_never_trains_on_an_earlier_runs_logs(
     assert len(set(runs)) == 3 and all(run.is_dir() for run in runs)  # each claimed, once
     assert {run.parent.name for run in runs} == {"escalator-demo"}
     assert runs[1].name.startswith("sim-") and runs[2].name.startswith("local-")
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("-6", "-6"),
+        ("ANSWER: -2", "-2"),
+        ("The answer is: 42.", "42"),
+        ("-91 / 7 = -13", "-13"),  # a worked line: the value after its last `=`
+        ("```\n858\n```", "858"),
+        ("Final answer: owns, progress, constitution", "owns, progress, constitution"),
+        ("", None),  # nothing stated: the agent is told so and asked again
+    ],
+)
+def test_the_local_agent_reads_the_answer_a_reply_states(reply: str, answer: str | None) -> None:
+    from demo.gym import stated_answer
+
+    assert stated_answer(reply) == answer
