@@ -41,10 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sim: the SIMULATED world on simulated upstreams (seconds, no models)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a small run (local: about 20 minutes)"
+        "--quick", action="store_true", help="a small run (local: about 15 minutes on 2 cores)"
     )
-    parser.add_argument("--collect", type=int, help="tasks to collect with exploration")
-    parser.add_argument("--eval", type=int, dest="eval_tasks", help="fresh tasks per policy")
+    parser.add_argument(
+        "--collect",
+        type=int,
+        help="tasks to collect with exploration (local: 160 quick, 300 full; sim: 600, 4000)",
+    )
+    parser.add_argument(
+        "--eval",
+        type=int,
+        dest="eval_tasks",
+        help="fresh tasks per policy (local: 40 quick, 120 full; sim: 300, 2000)",
+    )
     parser.add_argument("--budget", type=int, help="interventions per session (sim: 2, local: 1)")
     parser.add_argument(
         "--target", type=float, help="interventions per episode (sim: 1.0, local: 0.5)"
