@@ -63,10 +63,13 @@ class HashedNgrams:
         vector = [0.0] * self.dim
         n = self.ngram
         counts: Counter[str] = Counter()
+        observation = ""  # the newest observation's line, lower-cased (labelled text)
         if self.text == "labelled":
             for line in text.lower().splitlines():
                 label, _, body = line.partition(": ")
                 counts.update(f"{label}|{body[i : i + n]}" for i in range(len(body) - n + 1))
+                if label == "observation":
+                    observation = body
         else:
             text = " ".join(text.lower().split())
             counts.update(text[i : i + n] for i in range(len(text) - n + 1))
@@ -77,7 +80,7 @@ class HashedNgrams:
         if norm:
             vector = [v / norm for v in vector]
         if self.pairs:
-            vector += _word_pairs(text, self.pairs)
+            vector += _word_pairs(observation, self.pairs)
         return vector
 
 
@@ -86,14 +89,11 @@ _WORD = re.compile(r"[a-z0-9]+")
 _MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads one word's hash before the XOR
 
 
-def _word_pairs(text: str, size: int) -> list[float]:
-    """1.0 in the bucket of each pair of distinct words of the newest observation (the
-    labelled text's OBSERVATION line), its first PAIR_WORDS distinct words; unordered."""
+def _word_pairs(observation: str, size: int) -> list[float]:
+    """1.0 in the bucket of each pair of distinct words of the (lower-cased) observation,
+    its first PAIR_WORDS distinct words; unordered."""
     pairs = [0.0] * size
-    label, _, body = text.rpartition("\n")[2].partition(": ")
-    if label.lower() != "observation":
-        return pairs
-    words = dict.fromkeys(_WORD.findall(body.lower()))  # distinct, in order of appearance
+    words = dict.fromkeys(_WORD.findall(observation))  # distinct, in order of appearance
     hashes = sorted(_gram_hash(f"pair|{w}") for w in list(words)[:PAIR_WORDS])
     for i, first in enumerate(hashes):
         spread = first * _MIX
