@@ -23,7 +23,14 @@ from training.advantage import (
     informative,
     session_folds,
 )
-from training.candidates import CONSENSUS, Candidate, consensus, export_choice, select
+from training.candidates import (
+    CONSENSUS,
+    Candidate,
+    consensus,
+    export_choice,
+    select,
+    stack,
+)
 from training.dataset import Dataset
 from training.gate import check
 from training.linear import ScoreModel
@@ -202,6 +209,30 @@ def test_the_consensus_is_kept_unless_another_candidate_beats_it_beyond_doubt(
     worse = consensus([noise], evidence.informative)
     choice = select(evidence, [worse, oracle], 1.0, 0.0)
     assert choice is not None and choice.candidate.name == "oracle"
+
+
+def test_the_checks_weigh_the_consensus_members_by_what_each_predicts(
+    logged: tuple[Dataset, Evidence, np.ndarray],
+) -> None:
+    data, evidence, tau = logged
+    rng = np.random.default_rng(2)
+    width = data.features.shape[1]
+    hard = data.features[:, 0] == 1
+    # Checks on a third of the steps: the base model differs at most hard steps, rarely
+    # elsewhere.
+    labelled = rng.random(data.n_steps) < 0.33
+    differ = np.where(hard, rng.random(data.n_steps) < 0.7, rng.random(data.n_steps) < 0.05)
+    learned = Candidate("DR", tau, ScoreModel(0.0, np.ones(width)))
+    noise = Candidate("noise", rng.normal(size=data.n_steps), ScoreModel(0.0, -np.ones(width)))
+    weights = stack([learned, noise], evidence.informative, labelled, differ.astype(float))
+    assert weights is not None and weights.sum() == pytest.approx(1.0)
+    assert weights[0] > 0.9
+    stacked = consensus([learned, noise], evidence.informative, weights)
+    assert stacked.scores is not None and stacked.model is not None
+    assert stacked.model.weights[0] > 0  # the noise's model, opposite, weighs little or nothing
+    # A member that predicts the checks backwards gets nothing; none at all: no weights.
+    backwards = Candidate("backwards", -tau, ScoreModel(0.0, -np.ones(width)))
+    assert stack([backwards], evidence.informative, labelled, differ.astype(float)) is None
 
 
 def test_a_consensus_of_feature_only_learners_exports_without_text(

@@ -10,10 +10,15 @@ Candidates (each a score per state, higher: escalate first):
 - `DP helper`: the paper's method (PRM bins → MDP → DP → an imitating helper), a fixed
   policy judged on the held-out sessions it was not trained on.
 
-- `consensus`: the mean of the learners' standardised scores. Judged on a few hundred
+- `consensus`: the learners' standardised scores combined. Judged on a few hundred
   sessions the candidates' estimates are noisy enough that picking the best one mostly
   picks noise (measured on the benchmark's worlds: the pick often ranked the hard steps
-  worse than the average learner did); the consensus is never far from the best learner.
+  worse than the average learner did); a combination is never far from the best learner.
+  Without agreement checks it is their mean. With them, the weights are fitted (`stack`):
+  the checks label each escalated state (did the base model's answer differ?), one label
+  per step where the outcome is one per episode, and a non-negative least-squares fit of
+  those labels on the members' cross-fitted scores weighs each member by what it adds
+  (the super learner of van der Laan et al., 2007); a member near chance gets nothing.
   It is the default: another candidate is chosen only when it beats the consensus at the
   target usage, paired per session, beyond its Bonferroni-corrected uncertainty.
 
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from training.advantage import Effects
 from training.helper import NEVER, Helper, export_learned
@@ -97,26 +103,52 @@ CONSENSUS = "consensus"
 DISAGREEMENT = "base disagreement"  # training/disagreement.py
 
 
-def consensus(members: list[Candidate], informative: np.ndarray) -> Candidate:
-    """The mean of the members' scores, each standardised on the informative steps; a model
-    of the same kind as its members (members on the features alone read zero text weights)."""
+def consensus(
+    members: list[Candidate], informative: np.ndarray, weights: np.ndarray | None = None
+) -> Candidate:
+    """The members' scores, each standardised on the informative steps, combined with
+    `weights` (default: their mean); a model of the same kind as its members (members on the
+    features alone read zero text weights). Members weighing nothing are left out of it."""
     if not informative.any():
         return Candidate(CONSENSUS)  # nothing to standardise on: judged as nothing
-    k = max(len(members), 1)
+    if weights is None:
+        weights = np.full(len(members), 1.0 / max(len(members), 1))
     scores = np.zeros(len(informative))
     models: list[ScoreModel] = []
     scales: list[float] = []
     shift = 0.0
-    for member in members:
+    for member, weight in zip(members, weights, strict=True):
         assert member.scores is not None and member.model is not None
+        if weight <= 0:
+            continue
         mean = float(member.scores[informative].mean())
         spread = float(member.scores[informative].std()) or 1.0
-        scores += (member.scores - mean) / spread
+        scores += weight * (member.scores - mean) / spread
         models.append(member.model)
-        scales.append(1.0 / (spread * k))
-        shift -= mean / (spread * k)
-    text = any(member.text for member in members)
-    return Candidate(CONSENSUS, scores / k, combine(models, scales, shift), text=text)
+        scales.append(weight / spread)
+        shift -= weight * mean / spread
+    if not models:
+        return Candidate(CONSENSUS)
+    text = any(m.text for m, w in zip(members, weights, strict=True) if w > 0)
+    return Candidate(CONSENSUS, scores, combine(models, scales, shift), text=text)
+
+
+def stack(
+    members: list[Candidate], informative: np.ndarray, labelled: np.ndarray, label: np.ndarray
+) -> np.ndarray | None:
+    """Non-negative weights of the members' standardised cross-fitted scores that best
+    predict `label` (least squares, with an intercept) on the `labelled` steps, summing to
+    one; None when no member predicts it at all."""
+    columns = []
+    for member in members:
+        assert member.scores is not None
+        mean = float(member.scores[informative].mean())
+        spread = float(member.scores[informative].std()) or 1.0
+        columns.append((member.scores[labelled] - mean) / spread)
+    design = np.column_stack([*columns, np.ones(int(labelled.sum()))])
+    weights = nnls(design, label[labelled].astype(np.float64))[0][:-1]
+    total = float(weights.sum())
+    return weights / total if total > 0 else None
 
 
 def select(
