@@ -224,10 +224,12 @@ def test_the_checks_weigh_the_consensus_members_by_what_each_predicts(
     differ = np.where(hard, rng.random(data.n_steps) < 0.7, rng.random(data.n_steps) < 0.05)
     learned = Candidate("DR", tau, ScoreModel(0.0, np.ones(width)))
     noise = Candidate("noise", rng.normal(size=data.n_steps), ScoreModel(0.0, -np.ones(width)))
-    weights = stack([learned, noise], evidence.informative, labelled, differ.astype(float))
-    assert weights is not None and weights.sum() == pytest.approx(1.0)
-    assert weights[0] > 0.9
-    stacked = consensus([learned, noise], evidence.informative, weights)
+    fitted = stack([learned, noise], evidence.informative, labelled, differ.astype(float))
+    assert fitted is not None and fitted.weights.sum() == pytest.approx(1.0)
+    assert fitted.weights[0] > 0.9
+    # Its prediction reads as P(differ): high at the hard steps, low elsewhere.
+    assert fitted.probability[hard].mean() > 0.5 > 0.2 > fitted.probability[~hard].mean()
+    stacked = consensus([learned, noise], evidence.informative, fitted.weights)
     assert stacked.scores is not None and stacked.model is not None
     assert stacked.model.weights[0] > 0  # the noise's model, opposite, weighs little or nothing
     # A member that predicts the checks backwards gets nothing; none at all: no weights.
