@@ -36,11 +36,17 @@ Message = Mapping[str, Any]
 Features = dict[str, float]
 
 # Failures as tools and text environments word them: exceptions and HTTP-ish errors, and
-# the refusals of games and simulators ("You can't go that way.", "Nothing happens.").
+# the refusals of games and simulators, as TextWorld, ALFWorld, ScienceWorld and the
+# Infocom-style parsers word them ("You can't go that way.", "Nothing happens.", "That is
+# locked.", "You have to open the fridge first.", "It is already open.", "That's not a
+# verb I recognise.", "No known action matches that input.").
 _ERROR_PATTERN = re.compile(
     r"\b(error|exception|traceback|failed|failure|invalid|not found|denied|timed? ?out"
     r"|nothing happens|can'?t|cannot|unable|no such|not possible|not allowed|unknown"
-    r"|incorrect|wrong|try again|don'?t (?:know|understand|see))\b",
+    r"|incorrect|wrong|try again|(?:do|did)n'?t (?:know|understand|see|work)"
+    r"|(?:is|are|it'?s|that'?s) (?:locked|already)|(?:have|need) to [^.\n]{0,60}\bfirst"
+    r"|not (?:a verb|something you|recogni[sz]ed|understood)|no known action"
+    r"|(?:does|do|will)n'?t (?:seem|fit|budge|open|move))\b",
     re.IGNORECASE,
 )
 # Only the head of an observation is scanned: errors announce themselves early, and a

@@ -113,6 +113,47 @@ def test_the_same_failure_reads_the_same_from_a_tool_or_a_user() -> None:
     assert tool["obs_failed"] == 1
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "That is locked.",
+        "You have to open the fridge first.",
+        "You need to unlock the door to the north first.",
+        "It is already open.",
+        "That's not a verb I recognise.",
+        "No known action matches that input.",
+        "The key doesn't fit.",
+        "You can't see any such thing.",
+        "Nothing happens.",
+    ],
+)
+def test_a_game_refusal_reads_as_a_failed_step(refusal: str) -> None:
+    game = [
+        {"role": "user", "content": "Your task: put the mug in the cabinet."},
+        react("do something"),
+        {"role": "user", "content": f"{refusal}\nYou are in the hall."},
+    ]
+    assert extract_features(game, 1)["obs_failed"] == 1
+
+
+@pytest.mark.parametrize(
+    "progress",
+    [
+        "You are in the kitchen. You see a closed fridge and a mug.",
+        "You open the fridge. It is empty.",
+        "You take the mug first, then look around.",
+        "You unlock the door with the key ring.",
+    ],
+)
+def test_an_ordinary_observation_does_not(progress: str) -> None:
+    game = [
+        {"role": "user", "content": "Your task: put the mug in the cabinet."},
+        react("do something"),
+        {"role": "user", "content": progress},
+    ]
+    assert extract_features(game, 1)["obs_failed"] == 0
+
+
 def test_state_text_keeps_the_newest_observation_apart_and_last() -> None:
     text = state_text([*GAME, react("open door"), {"role": "user", "content": "It is locked."}])
     lines = text.splitlines()
