@@ -27,7 +27,7 @@ from router.budget import (
 )
 from router.decision import BASE, Decision
 from router.openai_shapes import Json, first_message, usage_of, usage_tokens
-from server.agreement import agreement, agreement_record
+from server.agreement_checks import AgreementChecks
 from server.errors import (
     EscalatorError,
     NotFound,
@@ -53,9 +53,6 @@ if TYPE_CHECKING:  # the `otel` extra: imported only where telemetry is configur
 log = logging.getLogger("escalator.service")
 
 _DAY_SCOPE_TTL_S = 2 * 86_400
-# Agreement checks waiting on the base model at once; past it, checks are skipped (counted)
-# rather than piling up behind a slow base model.
-MAX_CHECKS_IN_FLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -107,7 +104,9 @@ class ChatService:
         self.config_hash = settings.config_hash()
         self.decider = Decider(metrics)
         self._background: set[asyncio.Task[None]] = set()
-        self._checks_in_flight = 0
+        self.agreement_checks = AgreementChecks(
+            self._ask_base_model, self.spawn, steplog, metrics, self.config_hash
+        )
 
     def reload_helpers(self) -> list[str]:
         """Re-read every route's helper artifacts and swap them in all at once; on any invalid
@@ -530,73 +529,7 @@ class ChatService:
             body.get("messages"), caller.settings.capture_content, self.config_hash
         )
         self.steplog.submit(record)
-        self._check_agreement(caller, body, trace)
-
-    # -- agreement checks (server/agreement.py) ---------------------------------------------
-
-    def _check_agreement(self, caller: Caller, body: dict[str, Any], trace: StepTrace) -> None:
-        """On an escalated step whose answer went out, compare it with the base model's answer
-        (the draft where there is one, else a base call in the background)."""
-        route = self.routes.get(trace.route or "")
-        call = trace.upstream
-        if (
-            route is None
-            or not route.agreement_checks
-            or trace.one_step
-            or trace.step is None
-            or trace.action in (BASE, "none")
-            or trace.response is None
-            or call is None
-            or call.error is not None
-        ):
-            return
-        if trace.draft_message is not None:
-            self._log_agreement(caller, trace, trace.draft_message, trace.draft)
-            return
-        if self._checks_in_flight >= MAX_CHECKS_IN_FLIGHT:  # a slow base model: shed, not pile
-            self.metrics.agreement_checks.labels(caller.tenant, route.name, "skipped").inc()
-            return
-        self._checks_in_flight += 1
-        self.spawn(self._ask_base(caller, route, body, trace))
-
-    async def _ask_base(
-        self, caller: Caller, route: RoutePlan, body: dict[str, Any], trace: StepTrace
-    ) -> None:
-        skipped = ("stream", "stream_options", "n")
-        request = {k: v for k, v in body.items() if k not in skipped}
-        call = UpstreamCall(route.base.upstream, route.base.model)
-        try:
-            reply = await self._ask_base_model(
-                caller, route, request, call, trace, "agreement_check"
-            )
-        except EscalatorError:
-            self.metrics.agreement_checks.labels(caller.tenant, route.name, "failed").inc()
-            return
-        finally:
-            self._checks_in_flight -= 1
-        self._log_agreement(caller, trace, first_message(reply.data), call)
-
-    def _log_agreement(
-        self,
-        caller: Caller,
-        trace: StepTrace,
-        base: Json,
-        call: UpstreamCall | None,
-    ) -> None:
-        assert trace.step is not None
-        value = agreement(trace.response, base)
-        result = "agree" if value == 1.0 else "disagree"
-        self.metrics.agreement_checks.labels(caller.tenant, trace.route or "", result).inc()
-        record = agreement_record(
-            caller.tenant,
-            trace.session,
-            trace.step,
-            trace.request_id,
-            value,
-            call.record() if call is not None else {},
-            self.config_hash,
-        )
-        self.steplog.submit(record)
+        self.agreement_checks.after_step(caller, self.routes.get(trace.route or ""), body, trace)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

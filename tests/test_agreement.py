@@ -155,7 +155,7 @@ def test_a_failed_check_is_counted_and_logs_nothing(start_proxy: StartProxy) -> 
 def test_checks_behind_a_slow_base_model_are_shed_not_piled_up(
     start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("server.service.MAX_CHECKS_IN_FLIGHT", 1)
+    monkeypatch.setattr("server.agreement_checks.MAX_CHECKS_IN_FLIGHT", 1)
     slow_base = {**route("strong-model"), "base": {"upstream": "weak", "model": "slow-0.5"}}
     proxy = start_proxy(routes={"agent": slow_base})
     assert step(proxy, session="ep-1").status_code == 200  # its check waits 0.5 s
