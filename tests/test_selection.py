@@ -224,12 +224,10 @@ def test_the_checks_weigh_the_consensus_members_by_what_each_predicts(
     differ = np.where(hard, rng.random(data.n_steps) < 0.7, rng.random(data.n_steps) < 0.05)
     learned = Candidate("DR", tau, ScoreModel(0.0, np.ones(width)))
     noise = Candidate("noise", rng.normal(size=data.n_steps), ScoreModel(0.0, -np.ones(width)))
-    fitted = stack([learned, noise], evidence.informative, labelled, differ.astype(float))
-    assert fitted is not None and fitted.weights.sum() == pytest.approx(1.0)
-    assert fitted.weights[0] > 0.9
-    # Its prediction reads as P(differ): high at the hard steps, low elsewhere.
-    assert fitted.probability[hard].mean() > 0.5 > 0.2 > fitted.probability[~hard].mean()
-    stacked = consensus([learned, noise], evidence.informative, fitted.weights)
+    weights = stack([learned, noise], evidence.informative, labelled, differ.astype(float))
+    assert weights is not None and weights.sum() == pytest.approx(1.0)
+    assert weights[0] > 0.9
+    stacked = consensus([learned, noise], evidence.informative, weights)
     assert stacked.scores is not None and stacked.model is not None
     assert stacked.model.weights[0] > 0  # the noise's model, opposite, weighs little or nothing
     # A member that predicts the checks backwards gets nothing; none at all: no weights.
@@ -270,10 +268,16 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     folds = session_folds(data.n_sessions, 5, 0)
     fitted = fit_disagreement(with_checks, data.features, rows, folds, 10_000, 0)
     assert fitted.scores[hard].min() > fitted.scores[~hard].max()  # every state, checked or not
-    # Worth making: the hard step of each session, where the base model differs more often
-    # than at a random escalated step.
-    evidence = bare_evidence(data, informative=True, cap=10)
-    assert worth_making(with_checks, evidence, fitted.probability) == 1.0
+    # Worth making: one per session, its hard step, where the base model differs (0.6)
+    # far more often than at a routine step (never).
+    assert worth_making(with_checks, fitted.scores) == pytest.approx(1.0, rel=0.15)
+    # Routine steps differing now and then (strong and weak both wrong) leave the count.
+    noisy = np.where(escalated, np.where(differs | (rng.random(data.n_steps) < 0.05), 0, 1), np.nan)
+    assert worth_making(replace(data, agreement=noisy), fitted.scores) == pytest.approx(
+        1.0, rel=0.25
+    )
+    # A score that ranks nothing: no count.
+    assert worth_making(with_checks, -fitted.scores) is None
     # A label that never varies (a base model that always answers the same) is left out.
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()
 

@@ -133,32 +133,22 @@ def consensus(
     return Candidate(CONSENSUS, scores, combine(models, scales, shift), text=text)
 
 
-@dataclass(frozen=True)
-class Stacked:
-    """The consensus members' weights fitted on a per-step label."""
-
-    weights: np.ndarray  # per member, non-negative, summing to one
-    probability: np.ndarray  # per step: the fit's prediction of the label (a probability)
-
-
 def stack(
     members: list[Candidate], informative: np.ndarray, labelled: np.ndarray, label: np.ndarray
-) -> Stacked | None:
+) -> np.ndarray | None:
     """Non-negative weights of the members' standardised cross-fitted scores that best
-    predict `label` (least squares, with an intercept) on the `labelled` steps; None when no
-    member predicts it at all."""
+    predict `label` (least squares, with an intercept) on the `labelled` steps, summing to
+    one; None when no member predicts it at all."""
     columns = []
     for member in members:
         assert member.scores is not None
         mean = float(member.scores[informative].mean())
         spread = float(member.scores[informative].std()) or 1.0
-        columns.append((member.scores - mean) / spread)
-    design = np.column_stack([*columns, np.ones(len(informative))])
-    fitted = nnls(design[labelled], label[labelled].astype(np.float64))[0]
-    total = float(fitted[:-1].sum())
-    if total <= 0:
-        return None
-    return Stacked(fitted[:-1] / total, np.clip(design @ fitted, 0.0, 1.0))
+        columns.append((member.scores[labelled] - mean) / spread)
+    design = np.column_stack([*columns, np.ones(int(labelled.sum()))])
+    weights = nnls(design, label[labelled].astype(np.float64))[0][:-1]
+    total = float(weights.sum())
+    return weights / total if total > 0 else None
 
 
 def select(

@@ -154,16 +154,10 @@ def build_candidates(
         candidates.append(checks)
         members = [*learners, checks]
         label = np.nan_to_num(1.0 - data.agreement)
-        stacked = stack(members, rows, with_checks, label)
-        probability = differ.probability
-        if stacked is not None:
-            default = consensus(members, rows, stacked.weights)
-            # The count worth making read on the consensus's own P(differ): on the same
-            # collections it spent 0.9-1.0x as many interventions as the checks' learner
-            # alone on the text adventure and the grid, and 0.7-0.8x on the reasoning agent
-            # (where it had overshot the oracle's usage 2.3-2.6x), the hard steps met alike.
-            probability = stacked.probability
-        worth = worth_making(data, evidence, probability)
+        weights = stack(members, rows, with_checks, label)
+        default = consensus(members, rows, weights) if weights is not None else default
+        assert default.scores is not None
+        worth = worth_making(data, default.scores)
     return evidence, [default, *candidates], worth
 
 

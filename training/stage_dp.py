@@ -42,8 +42,8 @@ class BudgetResult:
     escalates: np.ndarray  # where the helper escalates, every logged step
     estimates: list[Estimate] = field(default_factory=list)
     selected: Selected | None = None
-    # Interventions per episode worth making: where the agreement checks find the base
-    # model more likely than at a random escalated step to answer otherwise; without
+    # Interventions per episode worth making: as many as the steps where the agreement
+    # checks find the base model likely to answer otherwise (training/disagreement.py); without
     # checks, where the default candidate's estimated gain most exceeds random escalation's
     # (`beats_random`). The helper is chosen at the lower of this and the target: a budget
     # is a ceiling, not a quota.
