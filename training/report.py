@@ -279,9 +279,9 @@ def _bound_line(worth: float | None, beats_random: float | None, goal: float) ->
     if worth is not None:
         why = (
             f"The agreement checks say {worth:.2f} interventions per episode are worth making "
-            "(as many as the steps where the base model is likely to answer otherwise: its "
-            "rate of differing above a routine step's, at the rate of the helper's top-ranked "
-            "steps)"
+            "(a quarter more than the steps where the base model is likely to answer "
+            "otherwise: its rate of differing above a routine step's, at the rate of the "
+            "helper's top-ranked steps)"
         )
     elif beats_random is not None:
         why = (
