@@ -87,7 +87,7 @@ class StorageSettings(_Section):
     log_queue_size: Annotated[int, Field(gt=0)] = 10_000
     # Responses kept for `previous_response_id` and `GET /v1/responses/{id}`, in the budget
     # store's backend (memory, SQLite file `responses.db`, or Redis), each for response_ttl_s;
-    # the memory and SQLite stores keep at most max_stored_responses (the oldest go first).
+    # every backend keeps at most max_stored_responses per tenant (its oldest go first).
     response_ttl_s: Annotated[int, Field(gt=0)] = 86_400
     max_stored_responses: Annotated[int, Field(gt=0)] = 10_000
 
