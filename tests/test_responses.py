@@ -4,6 +4,7 @@ apart by the upstream's `responses` setting; which path it was sent to is checke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -402,6 +403,118 @@ def test_unknown_items_pass_through_where_the_upstream_speaks_responses(
         assert response.status_code == 200
         assert sent_for(fake_upstream, "echo")["some_new_field"] == {"a": 1}
         assert "prompt_cache_key" not in sent_for(fake_upstream, "echo")
+
+
+UNKNOWN_ITEMS = [
+    ({"type": "shell_call_output", "call_id": "s1", "output": "ok"}, "input[1].type"),
+    ({"type": "item_reference", "id": "msg_1"}, "input[1].type"),
+    ({"role": "user", "content": [{"type": "input_hologram"}]}, "input[1].content[0].type"),
+]
+
+
+@pytest.mark.parametrize(("item", "param"), UNKNOWN_ITEMS, ids=["shell", "reference", "part"])
+@pytest.mark.parametrize("model", ["echo", "always"], ids=["pass-through", "route"])
+def test_unknown_items_are_refused_where_a_chat_upstream_takes_the_step(
+    rproxy: RunningProxy,
+    fake_upstream: FakeUpstream,
+    model: str,
+    item: dict[str, Any],
+    param: str,
+) -> None:
+    """A pass-through model or a route whose upstream takes chat completions only cannot
+    send what chat has no form for: a 400 envelope names it, and nothing is sent."""
+    sent = len(fake_upstream.log.requests)
+    with http(rproxy) as client:
+        response = client.post(
+            "/v1/responses",
+            json={"model": model, "input": [{"role": "user", "content": "hi"}, item]},
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "unsupported_input_item")
+    assert error["type"] == "invalid_request_error" and error["message"].startswith(param)
+    assert len(fake_upstream.log.requests) == sent
+
+
+@pytest.mark.parametrize("model", ["echo", "always"], ids=["pass-through", "route"])
+def test_a_refused_item_on_a_chain_is_named_by_its_place_in_the_request(
+    rproxy: RunningProxy, fake_upstream: FakeUpstream, model: str
+) -> None:
+    """The stored conversation comes before the request's input, but `input[k]` counts the
+    request's own items: a client sending one item is never told of its third."""
+    with http(rproxy) as client:
+        first = client.post("/v1/responses", json={"model": model, "input": "hi"}).json()
+        assert len(first["output"]) == 1  # two stored items: the input and the answer
+        sent = len(fake_upstream.log.requests)
+        body = {
+            "model": model,
+            "previous_response_id": first["id"],
+            "input": [{"type": "item_reference", "id": "msg_1"}],
+        }
+        response = client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "input[0].type"
+    assert len(fake_upstream.log.requests) == sent
+
+
+def test_a_chain_holding_what_chat_cannot_carry_is_refused_on_a_chat_model(
+    rproxy: RunningProxy, fake_upstream: FakeUpstream
+) -> None:
+    """A chain made on a model whose upstream speaks Responses may hold items chat has no
+    form for; continued on one reached through chat, the refusal names the chain, not an
+    index of an input the client never sent."""
+    odd = {"type": "shell_call_output", "call_id": "s1", "output": "ok"}
+    with http(rproxy) as client:
+        body = {"model": "n-echo", "input": [{"role": "user", "content": "look"}, odd]}
+        first = client.post("/v1/responses", json=body)
+        assert first.status_code == 200, first.text
+        sent = len(fake_upstream.log.requests)
+        body = {"model": "echo", "previous_response_id": first.json()["id"], "input": "next"}
+        response = client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("previous_response_id", "unsupported_input_item")
+    assert "input[" not in error["message"] and "'shell_call_output'" in error["message"]
+    assert len(fake_upstream.log.requests) == sent
+
+
+@BOTH
+def test_tool_choice_reaches_the_upstream_in_its_protocol(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream, route: str, path: str
+) -> None:
+    """A chat upstream is sent chat's `tool_choice`; one that speaks Responses, the field
+    as the agent sent it."""
+    chosen: list[Any] = [{"type": "function", "name": "calc"}, "required"]
+    for choice in chosen:
+        sdk.responses.create(model=route, input="add", tools=TOOLS, tool_choice=choice)
+        assert path_of(fake_upstream, STRONG_MODEL[route]) == path
+        sent = sent_for(fake_upstream, STRONG_MODEL[route])["tool_choice"]
+        if path == "/v1/responses":
+            assert sent == choice
+        elif isinstance(choice, dict):
+            assert sent == {"type": "function", "function": {"name": "calc"}}
+        else:
+            assert sent == "required"
+
+
+def test_an_expired_response_is_a_404_envelope(
+    start_proxy: Callable[..., RunningProxy],
+) -> None:
+    proxy = start_proxy(storage={"response_ttl_s": 1})
+    with http(proxy) as client:
+        created = client.post("/v1/responses", json={"model": "echo", "input": "brief"}).json()
+        assert client.get(f"/v1/responses/{created['id']}").status_code == 200
+        time.sleep(1.2)
+        gone = client.get(f"/v1/responses/{created['id']}")
+        chained = client.post(
+            "/v1/responses",
+            json={"model": "echo", "input": "again", "previous_response_id": created["id"]},
+        )
+    assert gone.status_code == 404 and chained.status_code == 404
+    for response, param in ((gone, "response_id"), (chained, "previous_response_id")):
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == (param, "response_not_found")
+        assert error["type"] == "invalid_request_error" and "expired" in error["message"]
 
 
 @pytest.mark.parametrize("model", ["die-mid-stream", "die-mid-stream-n"])

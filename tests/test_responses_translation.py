@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from server.errors import InvalidRequest
 from server.responses.answers import response_from_chat, response_shell
 from server.responses.events import FromChat
 from server.responses.translate import chat_messages, chat_request
@@ -72,6 +74,24 @@ def test_items_become_the_chat_transcript() -> None:
         },
         {"role": "tool", "tool_call_id": "c1", "content": "Error: locked"},
         {"role": "tool", "tool_call_id": "c2", "content": "ok"},
+    ]
+
+
+def test_a_refusal_counts_items_from_the_requests_own_input() -> None:
+    stored: list[dict[str, Any]] = [
+        {"role": "user", "content": "hi"},
+        {"type": "shell_call", "call_id": "s1"},  # made on a model that speaks Responses
+    ]
+    reference = {"type": "item_reference", "id": "msg_1"}
+    with pytest.raises(InvalidRequest) as own:
+        chat_messages([stored[0], reference], None, strict=True, chained=1)
+    assert own.value.param == "input[0].type"
+    with pytest.raises(InvalidRequest) as chain:
+        chat_messages([*stored, reference], None, strict=True, chained=2)
+    assert chain.value.param == "previous_response_id"
+    assert "its item 1's type is 'shell_call'" in chain.value.message
+    assert chat_messages([*stored, reference], None, strict=False, chained=2) == [
+        {"role": "user", "content": "hi"}  # read leniently (the helper's view), both are skipped
     ]
 
 

@@ -89,14 +89,15 @@ class ResponsesService:
         session: str | None,
     ) -> ResponsesReply:
         chain = await self._chain(caller, body.get("previous_response_id"))  # 1. chain
-        items = [*(chain.items if chain else []), *input_items(body)]
+        chained = chain.items if chain else []
+        items = [*chained, *input_items(body)]
         keep = body.get("store") is not False
         response_id = new_id("resp")
         session = session or (chain.session if chain else None)  # 2. session
         if session is None and keep:
             session = response_id
 
-        step = self._chat_step(body, items, raw)  # 3. step
+        step = self._chat_step(body, items, len(chained), raw)  # 3. step
         wire = ResponsesWire(self.settings, {**body, "input": items})
         reply = await self.chat.chat(caller, step, orjson.dumps(step), trace, session, wire)
 
@@ -159,11 +160,12 @@ class ResponsesService:
     # -- steps ------------------------------------------------------------------------------
 
     def _chat_step(
-        self, body: dict[str, Any], items: list[dict[str, Any]], raw: bytes
+        self, body: dict[str, Any], items: list[dict[str, Any]], chained: int, raw: bytes
     ) -> dict[str, Any]:
-        """The chat step carrying the request. Items and tools chat cannot say are refused
-        where a chat upstream may have to take the step; where every upstream the step may
-        go to speaks Responses, they pass through and the helper reads the rest."""
+        """The chat step carrying the request (`items`: the chain's `chained` items, then the
+        request's own). Items and tools chat cannot say are refused where a chat upstream may
+        have to take the step; where every upstream the step may go to speaks Responses,
+        they pass through and the helper reads the rest."""
         model = body["model"]
         route = self.chat.routes.get(model)
         if route is not None:
@@ -174,7 +176,7 @@ class ResponsesService:
         else:
             upstream = self.settings.upstreams.get(self.chat.passthrough.get(model, ""))
             native = upstream is None or upstream.responses == "native"
-        step = chat_request(body, items, strict=not native)
+        step = chat_request(body, items, strict=not native, chained=chained)
         if route is not None:
             instructions = 1 if body.get("instructions") else 0  # a leading system message
             if len(step["messages"]) <= instructions:

@@ -71,20 +71,22 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def chat_messages(
-    items: list[dict[str, Any]], instructions: Any, *, strict: bool
+    items: list[dict[str, Any]], instructions: Any, *, strict: bool, chained: int = 0
 ) -> list[dict[str, Any]]:
-    """The transcript as chat messages. Item positions in errors count from the request's
-    own `input` (the stored conversation before it comes first)."""
+    """The transcript as chat messages. `items` are the `chained` items of the stored
+    conversation `previous_response_id` continues, then the request's own `input`: a refusal
+    names `input[k]` by its place in the request, and an item of the stored conversation by
+    `previous_response_id` (the client never sent it at any index of this request)."""
     messages: list[dict[str, Any]] = []
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     for i, item in enumerate(items):
         kind = item_type(item)
         if kind == "message":
-            messages.append(_message(item, i, strict))
+            messages.append(_message(item, i, chained, strict))
         elif kind == "function_call":
             if strict:
-                _require_strings(item, i, "call_id", "name", "arguments")
+                _require_strings(item, i, chained, "call_id", "name", "arguments")
             call = {
                 "id": item.get("call_id"),
                 "type": "function",
@@ -97,7 +99,7 @@ def chat_messages(
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             if strict:
-                _require_strings(item, i, "call_id")
+                _require_strings(item, i, chained, "call_id")
             messages.append(
                 {
                     "role": "tool",
@@ -108,22 +110,43 @@ def chat_messages(
         elif kind == "reasoning":
             continue
         elif strict:
-            raise InvalidRequest(
-                f"Input items of type {kind!r} cannot be sent to this model: its upstream is "
-                "reached through chat completions, which have no such item.",
-                param=f"input[{i}].type",
-                code="unsupported_input_item",
+            raise _refusal(
+                f"is {kind!r}, an item chat completions cannot carry (this model's upstream is "
+                "reached through them).",
+                i,
+                chained,
+                ".type",
+                "unsupported_input_item",
             )
     return messages
 
 
-def _require_strings(item: dict[str, Any], i: int, *fields: str) -> None:
+def _refusal(why: str, i: int, chained: int, field: str, code: str | None = None) -> InvalidRequest:
+    """A 400 naming where item `i` came from: the request's own `input[k]`, or the stored
+    conversation that `previous_response_id` continues (made on a model that could take it,
+    continued on one whose upstream takes chat completions)."""
+    if i >= chained:
+        where = f"input[{i - chained}]{field}"
+        return InvalidRequest(f"{where} {why}", param=where, code=code)
+    return InvalidRequest(
+        "The conversation stored for previous_response_id cannot be continued on this model: "
+        f"its item {i}'s {field.removeprefix('.')} {why} (Its items are its responses' input "
+        "and output items, counted from 0.) Continue it on the model it was made on, or send "
+        "what this model can take as input.",
+        param="previous_response_id",
+        code=code,
+    )
+
+
+def _require_strings(item: dict[str, Any], i: int, chained: int, *fields: str) -> None:
     """What a chat message needs of a call item (the spec lets some be null elsewhere)."""
     for field in fields:
         if not isinstance(item.get(field), str):
-            raise InvalidRequest(
-                f"input[{i}].{field} must be a string to send this item through chat completions.",
-                param=f"input[{i}].{field}",
+            raise _refusal(
+                "must be a string to send this item through chat completions.",
+                i,
+                chained,
+                f".{field}",
             )
 
 
@@ -132,7 +155,7 @@ def _open_for_calls(message: dict[str, Any]) -> bool:
     return "tool_call_id" not in message
 
 
-def _message(item: dict[str, Any], i: int, strict: bool) -> dict[str, Any]:
+def _message(item: dict[str, Any], i: int, chained: int, strict: bool) -> dict[str, Any]:
     role = item["role"]
     content = item.get("content")
     if isinstance(content, str):
@@ -155,11 +178,13 @@ def _message(item: dict[str, Any], i: int, strict: bool) -> dict[str, Any]:
         elif kind == "input_audio":
             parts.append({"type": "input_audio", "input_audio": part.get("input_audio")})
         elif strict:
-            raise InvalidRequest(
-                f"Content parts of type {kind!r} cannot be sent to this model through chat "
-                "completions.",
-                param=f"input[{i}].content[{j}].type",
-                code="unsupported_input_item",
+            raise _refusal(
+                f"is {kind!r}, a content part chat completions cannot carry (this model's "
+                "upstream is reached through them).",
+                i,
+                chained,
+                f".content[{j}].type",
+                "unsupported_input_item",
             )
     if role == "assistant" or all(p["type"] == "text" for p in parts):
         # Assistant turns (and all-text messages) as plain text: every chat server reads it.
@@ -217,9 +242,10 @@ def chat_tool_choice(choice: Any) -> Any:
 
 
 def chat_request(
-    body: dict[str, Any], items: list[dict[str, Any]], *, strict: bool
+    body: dict[str, Any], items: list[dict[str, Any]], *, strict: bool, chained: int = 0
 ) -> dict[str, Any]:
-    """The chat completion request that carries this Responses request's step."""
+    """The chat completion request that carries this Responses request's step; `items` are
+    the `chained` items of the stored conversation, then the request's own (chat_messages)."""
     if strict and body.get("prompt") is not None:
         raise InvalidRequest(
             "Stored prompts (`prompt`) cannot be used with this model: its upstream is reached "
@@ -228,7 +254,9 @@ def chat_request(
             code="unsupported_parameter",
         )
     request = {k: v for k, v in body.items() if k not in RESPONSES_ONLY}
-    request["messages"] = chat_messages(items, body.get("instructions"), strict=strict)
+    request["messages"] = chat_messages(
+        items, body.get("instructions"), strict=strict, chained=chained
+    )
     tools = chat_tools(body.get("tools") or [], strict=strict)
     if tools:
         request["tools"] = tools
