@@ -34,8 +34,17 @@ class Replicas(list[str]):
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
-        codes = [process.wait(15) for process in self.processes]
+        hung = []
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:  # killed, so that it outlives no test
+                hung.append(process.pid)
+                process.kill()
+                process.wait()
+        assert not hung, f"replicas {hung} did not shut down within 15 s of SIGTERM"
         # uvicorn re-raises SIGTERM after its graceful shutdown has finished.
+        codes = [process.returncode for process in self.processes]
         assert all(code in (0, -signal.SIGTERM) for code in codes), codes
 
 

@@ -445,6 +445,8 @@ def test_a_refused_item_on_a_chain_is_named_by_its_place_in_the_request(
     with http(rproxy) as client:
         first = client.post("/v1/responses", json={"model": model, "input": "hi"}).json()
         assert len(first["output"]) == 1  # two stored items: the input and the answer
+        if model == "always":  # the escalated step's agreement check asks the base model
+            records(rproxy, 2, agreement=True)
         sent = len(fake_upstream.log.requests)
         body = {
             "model": model,

@@ -239,3 +239,26 @@ def test_a_tenant_store_that_is_down_leaves_the_last_tenants_serving(
             assert metric(client, "escalator_tenants_checked_timestamp_seconds") == 0
     finally:
         proxy.stop()
+
+
+class _SwallowsCancellation(SqliteTenantStore):
+    """A store client that turns the cancellation of a call it is in into its own error."""
+
+    async def version(self) -> int:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed") from None
+        return 0
+
+
+async def test_a_directory_closes_though_its_store_swallowed_the_poll_cancellation(
+    tmp_path: Path,
+) -> None:
+    settings = validate_settings({"tenants": {"acme": {"api_keys": [hash_api_key(KEYS["acme"])]}}})
+    store = _SwallowsCancellation(tmp_path / "tenants.db")
+    tenants = TenantDirectory(settings, store, _NoBudgets(), Tenancy(settings), UsageTally())
+    await tenants.start()
+    await asyncio.sleep(tenants.poll_s * 2)  # the poller is in `version` now
+    await asyncio.wait_for(tenants.close(), timeout=tenants.poll_s + 1)
+    assert tenants._poller is not None and tenants._poller.done()

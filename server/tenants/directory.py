@@ -37,6 +37,7 @@ log = logging.getLogger("escalator.tenants")
 
 POLL_S = 0.25
 _REPORT_FAILURE_EVERY_S = 60.0
+_CLOSE_GRACE_S = 2.0  # how long shutdown waits on a store call the poller is in
 _SWAP_ATTEMPTS = 20  # concurrent writers to one tenant retry their compare-and-swap
 
 Change = Callable[[TenantRecord | None], TenantRecord | None]
@@ -67,6 +68,7 @@ class TenantDirectory:
         self._poller: asyncio.Task[None] | None = None
         self._failure_reported_at = float("-inf")
         self._synced = False
+        self._closing = False
 
     # -- life -------------------------------------------------------------------------------
 
@@ -86,10 +88,13 @@ class TenantDirectory:
         self._synced = True
 
     async def close(self) -> None:
+        self._closing = True
         if self._poller is not None:
+            # A store client may swallow the cancellation of a call it was in (seen once as
+            # a replica that polled on after SIGTERM): the loop also ends on `_closing`, and
+            # shutdown never waits on it longer than one more poll.
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            await asyncio.wait({self._poller}, timeout=self.poll_s + _CLOSE_GRACE_S)
         with contextlib.suppress(Exception):
             await self.flush_usage()
         await self.store.close()
@@ -105,7 +110,7 @@ class TenantDirectory:
                 await self._change(name, _removed_if_from_file)
 
     async def _poll(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.poll_s)
             try:
                 if not self._synced:
