@@ -230,6 +230,10 @@ def test_the_checks_weigh_the_consensus_members_by_what_each_predicts(
     stacked = consensus([learned, noise], evidence.informative, weights)
     assert stacked.scores is not None and stacked.model is not None
     assert stacked.model.weights[0] > 0  # the noise's model, opposite, weighs little or nothing
+    # The member learned from the checks themselves keeps half, the fit shares the rest.
+    anchored = stack([learned, noise], evidence.informative, labelled, differ.astype(float), 1)
+    assert anchored is not None and anchored.sum() == pytest.approx(1.0)
+    assert anchored[1] == pytest.approx(0.5 + 0.5 * weights[1])
     # A member that predicts the checks backwards gets nothing; none at all: no weights.
     backwards = Candidate("backwards", -tau, ScoreModel(0.0, -np.ones(width)))
     assert stack([backwards], evidence.informative, labelled, differ.astype(float)) is None
