@@ -142,9 +142,10 @@ async def open_loop(
     }
 
 
-def wrk(target: Target, connections: int, seconds: int) -> float:
+def wrk(target: Target, connections: int, seconds: int, payload: bytes | None = None) -> float:
+    """Maximum req/s of POSTs of `payload` (default: an agent step's chat request)."""
     script = Path(tempfile.mkdtemp()) / "post.lua"
-    body = json.dumps(orjson.dumps(agent_body(target.model, 1)).decode())
+    body = json.dumps((payload or orjson.dumps(agent_body(target.model, 1))).decode())
     headers = "".join(
         f'wrk.headers["{k}"] = "{v}"\n'
         for k, v in {**target.headers, "content-type": "application/json"}.items()
