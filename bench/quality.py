@@ -313,6 +313,14 @@ def print_run(run: dict[str, Any], label: str) -> None:
     if not math.isnan(low):
         inside = "inside" if low <= helper["success"] <= high else "OUTSIDE"
         print(f"  the trainer's 95% interval [{low:.3f}, {high:.3f}]: measured success {inside}")
+        # The measured figure has its own noise (a few hundred episodes): the prediction and
+        # it agree when their difference is within both uncertainties together.
+        p, n = helper["success"], helper.get("episodes", 0.0)
+        if n:
+            bound = 1.96 * math.hypot((high - low) / 3.92, math.sqrt(p * (1 - p) / n))
+            gap = p - run["predicted_success"]
+            verdict = "consistent" if abs(gap) <= bound else "NOT consistent"
+            print(f"  measured - predicted {gap:+.3f}, 95% bound of both ±{bound:.3f}: {verdict}")
     for note in run.get("notes", []):
         print(f"  {note}")
     if "seconds" in run:
