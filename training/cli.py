@@ -24,6 +24,7 @@ from rich.table import Table
 
 from training.config import TrainConfig
 from training.dataset import DatasetError
+from training.evaluation import crowding_caution
 from training.options import add_options, from_options
 
 if TYPE_CHECKING:
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     for line in result.summary.lines_of_text():
         console.print(line)
     console.print(selection_table(result))
+    caution = crowding_caution(result.crowded)
+    if caution is not None:
+        console.print(f"[yellow]caution:[/yellow] {caution}")
     for budget in result.budgets:
         chosen = budget.selected.directory if budget.selected else budget.learned_dir
         console.print(f"C={budget.target:g}: helper {chosen}")

@@ -35,7 +35,7 @@ from training import dp
 from training.candidates import select
 from training.config import TrainConfig
 from training.dataset import Dataset, LoadSummary
-from training.evaluation import as_logged, escalation_by_step
+from training.evaluation import as_logged, crowded_sessions, escalation_by_step
 from training.mdp import TabularMdp
 from training.ope import Estimate
 from training.prm import Calibration
@@ -85,6 +85,7 @@ class TrainResult:
     report: Path | None = None
     dataset: Dataset | None = None
     evidence: Evidence | None = None  # what the candidates were judged on
+    crowded: float = 0.0  # sessions whose logged budget ran out (training/evaluation.py)
 
     @property
     def selected(self) -> Selected | None:
@@ -146,6 +147,7 @@ def train(config: TrainConfig, stage: Stage = no_progress) -> TrainResult:
         eligible=steps.eligible,
         dataset=data,
         evidence=evidence,
+        crowded=crowded_sessions(data, steps.cost),
     )
     stage("writing the report", None)(0)
     from training.report import write_report

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.evaluation import crowding_caution
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -140,6 +142,9 @@ def _selection_section(result: TrainResult) -> list[str]:
         "bound.",
         "",
     ]
+    caution = crowding_caution(result.crowded)
+    if caution is not None:
+        lines += [f"**Caution:** {caution}", ""]
     for budget in result.budgets:
         selected = budget.selected
         lines += [f"### Target C = {budget.target:g}", ""]
