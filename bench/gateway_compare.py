@@ -94,38 +94,61 @@ async def main() -> None:
         targets[name], process = start_proxy(code, upstream, work, name)
         processes.append(process)
     pids = {name: process.pid for name, process in zip(targets, processes[1:], strict=True)}
-    rates: dict[str, list[float]] = {name: [] for name in targets}
-    cpu_us: dict[str, list[float]] = {name: [] for name in targets}
     try:
         await wait_up(f"http://127.0.0.1:{upstream_port}/v1/models")
         for target in targets.values():
             await wait_up(target.url.replace("/v1/chat/completions", "/healthz"))
             await open_loop(target, 100, 1.0, stream=False)  # warm up pools and caches
-        for round_ in range(args.rounds):
-            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
-            for name in order:
-                cpu_before = cpu_seconds(pids[name])
-                rates[name].append(wrk(targets[name], args.connections, args.seconds))
-                served = rates[name][-1] * args.seconds
-                cpu_us[name].append((cpu_seconds(pids[name]) - cpu_before) / served * 1e6)
-            print(
-                f"round {round_ + 1}: "
-                + ", ".join(
-                    f"{name} {rates[name][-1]:.0f} req/s {cpu_us[name][-1]:.0f} us/req"
-                    for name in targets
-                ),
-                flush=True,
-            )
+        rates, cpu_us = alternate(targets, pids, args.connections, args.seconds, args.rounds)
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(30)
-    for figure, values in (("max req/s", rates), ("CPU us per request", cpu_us)):
-        ratios = [now / before for now, before in zip(values["now"], values["before"], strict=True)]
+    print_ratios(rates, cpu_us, "now", "before", args.connections)
+
+
+Series = dict[str, list[float]]
+
+
+def alternate(
+    targets: dict[str, Target],
+    pids: dict[str, int],
+    connections: int,
+    seconds: int,
+    rounds: int,
+    payloads: dict[str, bytes] | None = None,
+) -> tuple[Series, Series]:
+    """Each target's maximum req/s (wrk) and its proxy process's CPU time per request, round
+    after round, the order reversed every other round so that drift falls on all alike."""
+    rates: Series = {name: [] for name in targets}
+    cpu_us: Series = {name: [] for name in targets}
+    for round_ in range(rounds):
+        order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+        for name in order:
+            cpu_before = cpu_seconds(pids[name])
+            payload = payloads[name] if payloads else None
+            rates[name].append(wrk(targets[name], connections, seconds, payload))
+            served = rates[name][-1] * seconds
+            cpu_us[name].append((cpu_seconds(pids[name]) - cpu_before) / served * 1e6)
         print(
-            f"{figure} at c{args.connections}: before {statistics.median(values['before']):.0f}, "
-            f"now {statistics.median(values['now']):.0f}; now/before per round "
+            f"round {round_ + 1}: "
+            + ", ".join(
+                f"{name} {rates[name][-1]:.0f} req/s {cpu_us[name][-1]:.0f} us/req"
+                for name in targets
+            ),
+            flush=True,
+        )
+    return rates, cpu_us
+
+
+def print_ratios(rates: Series, cpu_us: Series, top: str, bottom: str, connections: int) -> None:
+    """The medians, and the ratio top/bottom per round and its median, of both figures."""
+    for figure, values in (("max req/s", rates), ("CPU us per request", cpu_us)):
+        ratios = [a / b for a, b in zip(values[top], values[bottom], strict=True)]
+        print(
+            f"{figure} at c{connections}: {bottom} {statistics.median(values[bottom]):.0f}, "
+            f"{top} {statistics.median(values[top]):.0f}; {top}/{bottom} per round "
             f"{', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
         )
 

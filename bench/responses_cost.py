@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -40,9 +39,8 @@ from bench.gateway import (  # noqa: E402
     proxy_config,
     start,
     wait_up,
-    wrk,
 )
-from bench.gateway_compare import cpu_seconds  # noqa: E402
+from bench.gateway_compare import alternate, print_ratios  # noqa: E402
 
 
 def response_body(model: str, turn: int) -> dict[str, Any]:
@@ -101,40 +99,21 @@ async def main() -> None:
         "chat": orjson.dumps(agent_body("agent", 1)),
         "responses": orjson.dumps(response_body("agent", 1)),
     }
-    rates: dict[str, list[float]] = {name: [] for name in targets}
-    cpu_us: dict[str, list[float]] = {name: [] for name in targets}
     pid = processes[1].pid
     try:
         await wait_up(f"http://127.0.0.1:{upstream_port}/v1/models")
         await wait_up(f"http://127.0.0.1:{port}/healthz")
         await open_loop(targets["chat"], 100, 1.0, stream=False)  # warm up pools and caches
-        for round_ in range(args.rounds):
-            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
-            for name in order:
-                before = cpu_seconds(pid)
-                rate = wrk(targets[name], args.connections, args.seconds, payloads[name])
-                rates[name].append(rate)
-                cpu_us[name].append((cpu_seconds(pid) - before) / (rate * args.seconds) * 1e6)
-            print(
-                f"round {round_ + 1}: "
-                + ", ".join(
-                    f"{name} {rates[name][-1]:.0f} req/s {cpu_us[name][-1]:.0f} us/req"
-                    for name in targets
-                ),
-                flush=True,
-            )
+        pids = {name: pid for name in targets}
+        rates, cpu_us = alternate(
+            targets, pids, args.connections, args.seconds, args.rounds, payloads
+        )
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(30)
-    for figure, values in (("max req/s", rates), ("CPU us per request", cpu_us)):
-        ratios = [r / c for r, c in zip(values["responses"], values["chat"], strict=True)]
-        print(
-            f"{figure} at c{args.connections}: chat {statistics.median(values['chat']):.0f}, "
-            f"responses {statistics.median(values['responses']):.0f}; responses/chat per "
-            f"round {', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
-        )
+    print_ratios(rates, cpu_us, "responses", "chat", args.connections)
 
 
 if __name__ == "__main__":
