@@ -361,18 +361,15 @@ def test_a_network_helper_scores_in_the_proxy_as_it_did_in_training(tmp_path: Pa
 
 
 def test_logs_whose_budget_often_ran_out_carry_a_caution() -> None:
-    from dataclasses import replace
-
     from training.evaluation import CROWDED_SHARE, crowded_sessions, crowding_caution
 
     data = silent_logs(10)
-    assert crowded_sessions(data, 1) == 0.0  # a budget of 10 never runs out in 6 steps
-    assert crowding_caution(crowded_sessions(data, 1)) is None
-    # Four sessions spend their budget of 2 by their fourth step.
-    remaining = data.remaining.copy()
+    eligible = data.remaining >= 1
+    assert crowded_sessions(data, eligible) == 0.0  # a budget of 10 never runs out in 6 steps
+    assert crowding_caution(crowded_sessions(data, eligible)) is None
+    # Four sessions spend their budget by their fourth step.
     spent = np.isin(data.session, [0, 3, 5, 8]) & (data.step >= 3)
-    remaining[spent] = 0
-    share = crowded_sessions(replace(data, remaining=remaining), 1)
+    share = crowded_sessions(data, eligible & ~spent)
     assert share == pytest.approx(0.4) and share > CROWDED_SHARE
     caution = crowding_caution(share)
     assert caution is not None and caution.startswith("In 40% of the logged sessions")

@@ -20,8 +20,9 @@ from training.ope import Estimate
 CROWDED_SHARE = 0.3
 
 
-def crowded_sessions(data: Dataset, cost: int) -> float:
-    """The share of logged sessions in which the budget ran out before their last step.
+def crowded_sessions(data: Dataset, eligible: np.ndarray) -> float:
+    """The share of logged sessions with a step that began without budget for an
+    intervention (not `eligible`): the budget ran out before their last step.
 
     In such logs an intervention also takes a unit from a later step of the logging
     policy, so the per-step effects the first-order estimates add up (training/selection.py)
@@ -33,7 +34,7 @@ def crowded_sessions(data: Dataset, cost: int) -> float:
     where they added about 0.15); the grid at 24-30% and the reasoning agent at 4% were
     estimated within their intervals."""
     ran_out = np.zeros(data.n_sessions, dtype=bool)
-    np.logical_or.at(ran_out, data.session, data.remaining < max(cost, 1))
+    np.logical_or.at(ran_out, data.session, ~eligible)
     return float(ran_out.mean()) if data.n_sessions else 0.0
 
 

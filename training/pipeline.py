@@ -85,7 +85,11 @@ class TrainResult:
     report: Path | None = None
     dataset: Dataset | None = None
     evidence: Evidence | None = None  # what the candidates were judged on
-    crowded: float = 0.0  # sessions whose logged budget ran out (training/evaluation.py)
+
+    @property
+    def crowded(self) -> float:
+        """The share of logged sessions whose budget ran out (training/evaluation.py)."""
+        return 0.0 if self.dataset is None else crowded_sessions(self.dataset, self.eligible)
 
     @property
     def selected(self) -> Selected | None:
@@ -147,7 +151,6 @@ def train(config: TrainConfig, stage: Stage = no_progress) -> TrainResult:
         eligible=steps.eligible,
         dataset=data,
         evidence=evidence,
-        crowded=crowded_sessions(data, steps.cost),
     )
     stage("writing the report", None)(0)
     from training.report import write_report
