@@ -32,8 +32,8 @@ _EDGE = " \t.,;:!?\"'`*"
 
 
 def agreement(delivered: Json | None, base: Json | None) -> float:
-    """1.0 when the base model's answer does what the delivered one did, else 0.0. Each is a
-    chat message (or the step record's `response`: `content` and `tool_calls`)."""
+    """1.0 when the other model's answer (`base`) does what the delivered one did, else 0.0.
+    Each is a chat message (or the step record's `response`: `content` and `tool_calls`)."""
     delivered, base = delivered or {}, base or {}
     calls, base_calls = _calls(delivered), _calls(base)
     if calls or base_calls:
@@ -50,10 +50,12 @@ def agreement_record(
     step: int,
     request_id: str,
     value: float,
-    base: dict[str, Any],
+    asked: str,
+    call: dict[str, Any],
     config_hash: str,
 ) -> dict[str, Any]:
-    """The log record of one check; `base` is the base model's call (the trace's record)."""
+    """The log record of one check; `call` is the asked model's call (the trace's record),
+    kept under its name (`base` or `intervention`)."""
     return {
         "schema": SCHEMA_VERSION,
         "kind": "agreement",
@@ -63,7 +65,8 @@ def agreement_record(
         "step": step,
         "request_id": request_id,
         "agreement": value,
-        "base": base,
+        "asked": asked,
+        asked: call,
         "config_hash": config_hash,
     }
 

@@ -97,10 +97,11 @@ class Metrics:
         )
         self.agreement_checks = Counter(
             "escalator_agreement_checks_total",
-            "Escalated steps whose base model was also asked (after the answer), by whether "
-            "it would have answered the same: agree, disagree, failed (no answer), or skipped "
+            "Steps whose other model was also asked (after the answer): the base model after "
+            "an intervention, the intervention after a base step (`asked`), by whether it "
+            "would have answered the same: agree, disagree, failed (no answer), or skipped "
             "(too many checks in flight).",
-            ["tenant", "route", "result"],
+            ["tenant", "route", "asked", "result"],
             registry=r,
         )
         self.budget_denials = Counter(

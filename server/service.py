@@ -27,7 +27,7 @@ from router.budget import (
 )
 from router.decision import BASE, Decision
 from router.openai_shapes import Json, first_message, usage_of, usage_tokens
-from server.agreement_checks import AgreementChecks
+from server.agreement_checks import AgreementChecks, Ask, Asked
 from server.errors import (
     EscalatorError,
     NotFound,
@@ -104,8 +104,12 @@ class ChatService:
         self.config_hash = settings.config_hash()
         self.decider = Decider(metrics)
         self._background: set[asyncio.Task[None]] = set()
+        asks: dict[Asked, Ask] = {
+            "base": self._check_with_base,
+            "intervention": self._check_with_intervention,
+        }
         self.agreement_checks = AgreementChecks(
-            self._ask_base_model, self.spawn, steplog, metrics, self.config_hash
+            asks, self.spawn, steplog, metrics, self.config_hash
         )
 
     def reload_helpers(self) -> list[str]:
@@ -314,16 +318,18 @@ class ChatService:
         raw: bytes | None,
         trace: StepTrace,
         wire: StepWire | None = None,
+        role: str = "answer",
     ) -> UpstreamReply | ChunkSource:
         """Send the step to its target. `raw` is the client's body, sent as it came when the
-        model is passed through; a `wire` the target speaks sends the wire's request."""
+        model is passed through; a `wire` the target speaks sends the wire's request. `role`
+        names the call in telemetry: the step's answer, or an agreement check."""
         upstream = self.upstreams[target.upstream]
         call = trace.upstream = UpstreamCall(upstream.name, target.model)
         stream = body.get("stream") is True
         spec = target.intervention
         headers = None
         if self.tracing is not None:
-            role, params = "answer", body
+            params = body
             if isinstance(spec, BestOfNIntervention):
                 role, params = "best_of_n", {"n": spec.n, "temperature": spec.temperature}
             headers = self.tracing.start_call(trace, call, upstream, role, params)
@@ -405,6 +411,34 @@ class ChatService:
         if self.tracing is not None:
             self.tracing.end_call(call, reply.data)
         return reply
+
+    async def _check_with_base(
+        self, caller: Caller, route: RoutePlan, request: dict[str, Any], trace: StepTrace
+    ) -> tuple[UpstreamReply, UpstreamCall]:
+        """An agreement check's base answer (server/agreement_checks.py)."""
+        call = UpstreamCall(route.base.upstream, route.base.model)
+        reply = await self._ask_base_model(caller, route, request, call, trace, "agreement_check")
+        return reply, call
+
+    async def _check_with_intervention(
+        self, caller: Caller, route: RoutePlan, request: dict[str, Any], trace: StepTrace
+    ) -> tuple[UpstreamReply, UpstreamCall]:
+        """An agreement check's intervention answer, the route's primary intervention asked
+        as an escalated step would ask it, its tokens counted; on a trace of its own, so the
+        step's (already logged) is left as it was."""
+        assert route.primary is not None
+        target, _ = route.intervention(route.primary)
+        check = StepTrace(trace.request_id, caller.tenant, trace.session, span=trace.span)
+        reply = await self._call(caller, target, request, None, check, role="agreement_check")
+        assert isinstance(reply, UpstreamReply)  # the request does not stream
+        call = check.upstream
+        assert call is not None
+        call.latency_ms = reply.latency_ms
+        self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
+        self._count_usage(caller, call, usage_of(reply.data))
+        if self.tracing is not None:
+            self.tracing.end_call(call, reply.data)
+        return reply, call
 
     def _serve_draft(
         self, draft: UpstreamReply, body: dict[str, Any], trace: StepTrace

@@ -211,7 +211,8 @@ class RouteSettings(_Section):
     # On an escalated step, also ask the base model (after the answer has gone out) and log
     # whether it would have answered the same: the trainer's clearest per-step signal of
     # where intervening changes anything (server/agreement.py). Costs one base call per
-    # escalated step (none with decide = "after_draft": the draft is compared).
+    # escalated step (none with decide = "after_draft": the draft is compared), and one
+    # intervention call per base step the tenant's `base_step_checks` picks.
     agreement_checks: bool = True
     decision_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
     # The most choices (`n`) a step may ask for: an escalated step buys them all for its cost.
@@ -261,11 +262,31 @@ class TenantLimits(_Section):
     exploration: Annotated[
         float, Field(ge=0.0, le=1.0, description="share of steps whose action is flipped (ε)")
     ] = 0.0
+    # Agreement checks on the base model's steps (server/agreement_checks.py): each costs an
+    # intervention's call, asked in the background, and no budget. Unset: the exploration
+    # rate, so a tenant that explores to collect training data also checks as it explores.
+    base_step_checks: (
+        Annotated[
+            float,
+            Field(
+                ge=0.0,
+                le=1.0,
+                description="share of base-model steps also put to the intervention and "
+                "compared, for training (default: the exploration rate)",
+            ),
+        ]
+        | None
+    ) = None
     # Met by moving the threshold of score-based policies online (see router/calibration.py).
     target_escalation_rate: (
         Annotated[float, Field(gt=0.0, lt=1.0, description="share of steps to escalate")] | None
     ) = None
     capture_content: Annotated[bool, Field(description="log steps' messages and answers")] = False
+
+    @property
+    def base_checks(self) -> float:
+        """The share of base-model steps an agreement check puts to the intervention."""
+        return self.exploration if self.base_step_checks is None else self.base_step_checks
 
 
 class TenantSettings(TenantLimits):

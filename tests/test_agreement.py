@@ -1,5 +1,5 @@
-"""Agreement checks: an escalated step's answer compared with the base model's, logged for
-the trainer (server/agreement.py)."""
+"""Agreement checks: an escalated step's answer compared with the base model's, and a base
+step's with the intervention's, logged for the trainer (server/agreement.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from server.agreement import agreement
+from server.settings import TenantLimits, hash_api_key
 from tests.fake_upstream import FakeUpstream
 from tests.helpers import metric, records, user, wait_until
 from tests.servers import KEYS, RunningProxy
@@ -168,3 +169,79 @@ def test_checks_behind_a_slow_base_model_are_shed_not_piled_up(
         assert checks("skipped") == 1
         wait_until(lambda: checks("agree") == 1)
     assert len(agreements(proxy, 1)) == 1
+
+
+def checking(share: float | None = None, **limits: Any) -> dict[str, Any]:
+    """The `acme` tenant, checking that share of its base steps (None: left unset)."""
+    acme: dict[str, Any] = {"api_keys": [hash_api_key(KEYS["acme"])], **limits}
+    if share is not None:
+        acme["base_step_checks"] = share
+    return {"acme": acme}
+
+
+def test_a_base_step_is_checked_against_the_intervention_without_spending_budget(
+    start_proxy: StartProxy, fake_upstream: FakeUpstream
+) -> None:
+    proxy = start_proxy(
+        routes={"agent": route("strong-model", policy={"kind": "never"})},
+        tenants=checking(1.0, interventions_per_session=2),
+    )
+    before = len(fake_upstream.log.requests)
+    response = step(proxy, stream=True)
+    assert response.headers["x-escalator-action"] == "base"
+    (check,) = agreements(proxy, 1)
+    (step_record,) = records(proxy, 1)
+    assert check["agreement"] == 1.0 and check["asked"] == "intervention"
+    assert check["request_id"] == step_record["id"] == response.headers["x-request-id"]
+    assert check["intervention"]["model"] == "strong-model"
+    assert check["intervention"]["status"] == 200 and "base" not in check
+    sent = fake_upstream.log.requests[before:]
+    assert [r["model"] for r in sent] == ["weak-model", "strong-model"]
+    assert "stream" not in sent[1]
+    # The check spent nothing: the next step still has the whole budget.
+    assert step(proxy).headers["x-escalator-budget-remaining"] == "2"
+    with httpx.Client(base_url=proxy.url) as client:
+        counted = metric(
+            client,
+            "escalator_agreement_checks_total",
+            route="agent",
+            asked="intervention",
+            result="agree",
+        )
+        tokens = metric(
+            client, "escalator_tokens_total", tenant="acme", upstream="strong", type="prompt"
+        )
+    assert counted >= 1 and tokens > 0  # the check's tokens are the tenant's
+
+
+def test_a_failed_intervention_check_is_counted_and_logs_nothing(
+    start_proxy: StartProxy,
+) -> None:
+    proxy = start_proxy(
+        routes={"agent": route("error-500", policy={"kind": "never"})},
+        tenants=checking(1.0),
+    )
+    assert step(proxy).status_code == 200
+    with httpx.Client(base_url=proxy.url) as client:
+        wait_until(
+            lambda: (
+                metric(
+                    client,
+                    "escalator_agreement_checks_total",
+                    route="agent",
+                    asked="intervention",
+                    result="failed",
+                )
+                == 1
+            )
+        )
+    assert [r["kind"] for r in records(proxy, 1, agreement=True)] == ["step"]
+
+
+def test_base_steps_are_checked_at_the_exploration_rate_unless_set() -> None:
+    assert TenantLimits().base_checks == 0.0
+    assert TenantLimits(exploration=0.3).base_checks == 0.3
+    assert TenantLimits(exploration=0.3, base_step_checks=0.0).base_checks == 0.0
+    assert TenantLimits(base_step_checks=0.5).base_checks == 0.5
+    with pytest.raises(ValueError, match="base_step_checks"):
+        TenantLimits(base_step_checks=1.5)

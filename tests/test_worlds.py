@@ -363,3 +363,23 @@ def test_the_proxys_agreement_checks_log_what_the_harness_writes(tmp_path: Path)
     assert summary.agreement_checks == 40  # two escalated steps per episode
     assert np.array_equal(proxied.agreement, harness.agreement, equal_nan=True)
     assert 0 < np.nanmean(proxied.agreement) < 1
+
+
+def test_the_proxys_checks_of_base_steps_log_what_the_harness_writes(tmp_path: Path) -> None:
+    # The base model answers every step and each is checked against the intervention (the
+    # scripted strong answer, asked in the background): the same labels as the harness's.
+    world = make_world("textgame")
+    never = policy_behaviour(build_policy({"kind": "never"}, PolicyContext("agent", "strong")))
+    with ProxyDriver(tmp_path / "proxy", cap=2, concurrency=8) as driver:
+        driver.serve({"kind": "never"}, exploration=0.0, base_checks=1.0)
+        figures = driver.play(world, 10, seed=5, label="t")
+        driver.stop()
+    write_logs(
+        tmp_path / "harness", world, 10, 5, 2, behaviour_factory=lambda i: never, base_checks=1.0
+    )
+    proxied, summary = load_dataset(driver.logs)
+    harness, _ = load_dataset(tmp_path / "harness")
+    assert figures["interventions"] == 0
+    assert summary.agreement_checks == proxied.n_steps  # every step, none escalated
+    assert np.array_equal(proxied.agreement, harness.agreement)
+    assert 0 < proxied.agreement.mean() < 1

@@ -1,17 +1,22 @@
 """Where the base model's answer would differ from the intervention's.
 
-On an escalated step the proxy also asks the base model and logs whether the two answers
-agree (server/agreement.py). Where they agree, intervening changed nothing; where they
-differ, it may have changed everything. So P(differ | s) is an estimate of where an
-intervention can matter, learned on every checked step: a label per escalated state, where
-the outcome-based effects (training/advantage.py) have one noisy episode result shared by all
-of an episode's steps, and a difference of two such means.
+On an escalated step the proxy also asks the base model, and on a share of the base
+model's steps the intervention, and logs whether the two answers agree (server/agreement.py).
+Where they agree, intervening changed nothing; where they differ, it may have changed
+everything. So P(differ | s) is an estimate of where an intervention can matter, learned on
+every checked step: a label per checked state, where the outcome-based effects
+(training/advantage.py) have one noisy episode result shared by all of an episode's steps,
+and a difference of two such means.
 
-Two learners are cross-fitted and the one with the lower out-of-fold error kept: a ridge
-regression, and a small ReLU network (training/linear.py), which sees conjunctions a linear
-model cannot (what is held AND where the agent stands). On the benchmark's text adventure the
-network ranked the hidden hard steps at AUC 0.81 where the ridge reached 0.76, from the same
-few hundred checks.
+Two learners are cross-fitted, a ridge regression and a small ReLU network
+(training/linear.py), which sees conjunctions a linear model cannot (what is held AND where
+the agent stands), and the one that ranks the checks better out of fold is kept (`ranking`:
+the ROC AUC of its cross-fitted scores against the checks' answers). The helper uses the
+score to rank states, and a fit's squared error mostly measures the labels' noise: on the
+benchmark's text adventure (4 collections), the lower error chose the features alone over
+features and text in all 4, which ranked the hidden hard steps at AUC 0.797-0.829 where the
+text's better-ranking learner reached 0.812-0.880; the out-of-fold ranking chose the best or
+within 0.001 of it in each.
 
 It says nothing of which answer was right: a base model that differs where it is right
 makes this a poor helper, and the held-out judging (training/selection.py), which reads
@@ -53,11 +58,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from training.dataset import Dataset
 from training.linear import ScoreModel, fit_network, fit_ridge
 
-MIN_CHECKS = 30  # escalated steps with a check, and as many of each answer at least
+MIN_CHECKS = 30  # steps with a check, and as many of each answer at least
 MIN_EACH = 5
 # The checked steps the helper ranks highest, whose rate of differing stands for a step that
 # needs the intervention.
@@ -73,6 +79,7 @@ class Disagreement:
     probability: np.ndarray  # out-of-fold P(differ | s) on every step
     model: ScoreModel  # fitted on every checked step
     fit_error: float  # out-of-fold mean squared error of P(differ) on the checked steps
+    ranking: float  # out-of-fold ROC AUC of the scores against the checks' answers
     learner: str  # "ridge" | "network"
 
 
@@ -104,8 +111,8 @@ def fit_disagreement(
     learners: tuple[str, ...] = tuple(LEARNERS),
 ) -> Disagreement:
     """P(1 − agreement | s) by each learner (every column standardised), cross-fitted over
-    session folds; the one with the lower out-of-fold error, refitted on every checked
-    step."""
+    session folds; the one that ranks the checks better out of fold, refitted on every
+    checked step."""
     target = np.nan_to_num(1.0 - data.agreement)
     fold = fold_of_session[data.session]
     best: Disagreement | None = None
@@ -117,9 +124,10 @@ def fit_disagreement(
             scores[fold == k] = model.logit(matrix[fold == k])
         p = probability(scores)
         error = float(((p[rows] - target[rows]) ** 2).mean())
-        if best is None or error < best.fit_error:
+        ranking = float(roc_auc_score(target[rows] > 0.5, scores[rows]))
+        if best is None or ranking > best.ranking:
             model = fit(matrix, target, rows, max_rows, seed)
-            best = Disagreement(scores, p, model, error, name)
+            best = Disagreement(scores, p, model, error, ranking, name)
     assert best is not None, "no learner"
     return best
 
@@ -129,8 +137,10 @@ def worth_making(data: Dataset, scores: np.ndarray) -> float | None:
     helper's score `scores` (higher: escalate first); None where the checks show no step
     likelier to differ than a routine one."""
     rows = ~np.isnan(data.agreement)
-    explored = rows & (data.action != data.policy_action)
-    pool = explored if explored.sum() >= MIN_CHECKS else rows
+    # The checks the logging policy's own ranking did not pick: its escalations would show
+    # the states it ranks high only. Under `never`, every check.
+    unpicked = rows & ((data.policy_action == 0) | (data.action != data.policy_action))
+    pool = unpicked if unpicked.sum() >= MIN_CHECKS else rows
     differ = 1.0 - data.agreement[pool]
     ranked = scores[pool]
     routine = float(differ[ranked <= np.quantile(ranked, ROUTINE_SHARE)].mean())

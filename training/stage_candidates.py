@@ -145,7 +145,7 @@ def build_candidates(
             (fit_disagreement(data, design, with_checks, fold_of, max_rows, seed), text)
             for design, text in designs
         ]
-        differ, text = min(learned, key=lambda pair: pair[0].fit_error)
+        differ, text = max(learned, key=lambda pair: pair[0].ranking)
         checks = Candidate(DISAGREEMENT, differ.scores, differ.model, text=text)
         candidates.append(checks)
         members = [*learners, checks]

@@ -182,12 +182,16 @@ def play(
     route: str = "agent",
     log: bool = False,
     step_rewards: bool = False,
+    base_checks: float = 0.0,
 ) -> Rollout:
-    """Play one episode under a behaviour; with `log`, also return its records."""
+    """Play one episode under a behaviour; with `log`, also return its records, with an
+    agreement check on every escalated step and on a `base_checks` share of the others (as
+    the proxy checks, server/agreement_checks.py)."""
     from router.state import extract_features  # at call time: the current feature set
 
     episode = world.new_episode(index, seed)
     decide_rng = random.Random(f"decide/{seed}/{index}")
+    check_rng = random.Random(f"check/{seed}/{index}")
     session = f"{world.name}-{seed}-{index}"
     used = hard_steps = at_hard = 0
     total = 0.0
@@ -209,7 +213,8 @@ def play(
         hard_steps += hard
         at_hard += escalated and hard
         used += escalated
-        answers = getattr(world, "answers", None) if escalated else None
+        checked = escalated or (base_checks > 0 and check_rng.random() < base_checks)
+        answers = getattr(world, "answers", None) if checked else None
         agreed = float(all(answers(episode))) if answers is not None else None  # before acting
         reward = world.act(episode, escalated)
         total += reward
@@ -275,10 +280,14 @@ def write_logs(
     behaviour_factory: Callable[[int], Behaviour] | None = None,
     step_rewards: bool = False,
     segment_sessions: int = 5_000,
+    base_checks: float | None = None,
 ) -> int:
     """Logs of `episodes` sessions as the proxy writes them. Each session runs
-    `behaviour_factory(index)` when given, else the exploring `never` tenant. Returns the
-    number of steps written."""
+    `behaviour_factory(index)` when given, else the exploring `never` tenant, whose base steps
+    are checked at `base_checks` (default: the exploration rate, the proxy's default).
+    Returns the number of steps written."""
+    if base_checks is None:
+        base_checks = 0.0 if behaviour_factory else exploration
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -290,7 +299,14 @@ def write_logs(
                     behaviour_factory(index) if behaviour_factory else exploring_never(exploration)
                 )
                 rollout = play(
-                    world, behaviour, index, seed, budget, log=True, step_rewards=step_rewards
+                    world,
+                    behaviour,
+                    index,
+                    seed,
+                    budget,
+                    log=True,
+                    step_rewards=step_rewards,
+                    base_checks=base_checks,
                 )
                 for record in rollout.records:
                     handle.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -81,10 +81,14 @@ class ProxyDriver:
         self.stop()
         self.upstream.stop()
 
-    def serve(self, policy: dict[str, Any], exploration: float) -> ProxyProcess:
-        """(Re)start the proxy with the route on `policy` and the tenant exploring at ε."""
+    def serve(
+        self, policy: dict[str, Any], exploration: float, base_checks: float | None = None
+    ) -> ProxyProcess:
+        """(Re)start the proxy with the route on `policy` and the tenant exploring at ε,
+        checking `base_checks` of its base steps (default: the proxy's, ε)."""
         self.stop()
-        proxy = ProxyProcess(self.config(policy, exploration), self.directory / "proxy")
+        config = self.config(policy, exploration, base_checks)
+        proxy = ProxyProcess(config, self.directory / "proxy")
         self.proxy = proxy.start()
         return self.proxy
 
@@ -93,7 +97,9 @@ class ProxyDriver:
         if proxy is not None:
             proxy.stop()  # SIGTERM: the step log is flushed
 
-    def config(self, policy: dict[str, Any], exploration: float) -> dict[str, Any]:
+    def config(
+        self, policy: dict[str, Any], exploration: float, base_checks: float | None = None
+    ) -> dict[str, Any]:
         upstream = {"base_url": self.upstream.base_url, "timeout_s": 30.0}
         strong = {"kind": "strong", "upstream": "strong", "model": "sim-strong", "cost": 1}
         return {
@@ -113,6 +119,7 @@ class ProxyDriver:
                     "interventions_per_session": self.cap,
                     "exploration": exploration,
                     "capture_content": True,
+                    **({} if base_checks is None else {"base_step_checks": base_checks}),
                 }
             },
         }
