@@ -137,10 +137,13 @@ def worth_making(data: Dataset, scores: np.ndarray) -> float | None:
     helper's score `scores` (higher: escalate first); None where the checks show no step
     likelier to differ than a routine one."""
     rows = ~np.isnan(data.agreement)
-    # The checks the logging policy's own ranking did not pick: its escalations would show
-    # the states it ranks high only. Under `never`, every check.
-    unpicked = rows & ((data.policy_action == 0) | (data.action != data.policy_action))
-    pool = unpicked if unpicked.sum() >= MIN_CHECKS else rows
+    # The escalations exploration chose: a sample of the states the logging policy met
+    # while it had budget, where its own choices would show the states it ranks high only.
+    # (With the checks of base steps in the pool as well, the count on the benchmark's grid
+    # world rose to 4.0 per episode against 3.5 from these, the oracle spending 2.4, and
+    # the helper spent its whole budget no better than random escalation.)
+    explored = rows & (data.action != data.policy_action)
+    pool = explored if explored.sum() >= MIN_CHECKS else rows
     differ = 1.0 - data.agreement[pool]
     ranked = scores[pool]
     routine = float(differ[ranked <= np.quantile(ranked, ROUTINE_SHARE)].mean())
