@@ -286,6 +286,30 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()
 
 
+def test_checks_of_base_steps_label_the_states_escalations_seldom_reach() -> None:
+    """With checks of escalated steps alone, too few differ to learn from; the proxy's checks
+    of a share of the base steps (server/agreement_checks.py) are labels like any other."""
+    from training.disagreement import checked, fit_disagreement
+
+    data = silent_logs(400)
+    rng = np.random.default_rng(4)
+    hard = data.features[:, 0] == 1
+    differs = hard & (rng.random(data.n_steps) < 0.6)
+    label = np.where(differs, 0.0, 1.0)
+    # Escalations were rare (the first 20 sessions explored, the rest did not).
+    escalated = (data.action == 1) & (data.session < 20)
+    escalated_only = replace(data, agreement=np.where(escalated, label, np.nan))
+    assert not checked(escalated_only).any()
+    of_base_steps = (data.action == 0) & (rng.random(data.n_steps) < 0.3)
+    both = replace(data, agreement=np.where(escalated | of_base_steps, label, np.nan))
+    rows = checked(both)
+    assert rows[data.action == 0].sum() > rows[data.action == 1].sum()
+    folds = session_folds(data.n_sessions, 5, 0)
+    fitted = fit_disagreement(both, data.features, rows, folds, 10_000, 0)
+    assert fitted.scores[hard].min() > fitted.scores[~hard].max()
+    assert fitted.ranking > 0.8
+
+
 def test_the_checks_learner_sees_a_conjunction_a_linear_model_cannot() -> None:
     """A step is hard where two facts hold at once (a fragile thing held AND a wet floor),
     each of which also shows on routine steps: no linear score ranks the hard steps first,
