@@ -12,11 +12,10 @@ Two learners are cross-fitted, a ridge regression and a small ReLU network
 (training/linear.py), which sees conjunctions a linear model cannot (what is held AND where
 the agent stands), and the one that ranks the checks better out of fold is kept (`ranking`:
 the ROC AUC of its cross-fitted scores against the checks' answers). The helper uses the
-score to rank states, and a fit's squared error mostly measures the labels' noise: on the
-benchmark's text adventure (4 collections), the lower error chose the features alone over
-features and text in all 4, which ranked the hidden hard steps at AUC 0.797-0.829 where the
-text's better-ranking learner reached 0.812-0.880; the out-of-fold ranking chose the best or
-within 0.001 of it in each.
+score to rank states, and a fit's squared error mostly measures the labels' noise: on 4
+collections of the benchmark's text adventure, the lower error chose a learner on the
+features alone in 3, which ranked the hidden hard steps at AUC 0.78-0.83, where the learner
+ranking the checks best reached 0.81-0.88, the best of the four or within 0.001 of it.
 
 It says nothing of which answer was right: a base model that differs where it is right
 makes this a poor helper, and the held-out judging (training/selection.py), which reads
