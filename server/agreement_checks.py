@@ -53,14 +53,13 @@ class AgreementChecks:
         steplog: StepLog,
         metrics: Metrics,
         config_hash: str,
-        rng: random.Random | None = None,
     ) -> None:
         self.ask = ask
         self.spawn = spawn
         self.steplog = steplog
         self.metrics = metrics
         self.config_hash = config_hash
-        self.rng = rng or random.Random()
+        self.rng = random.Random()  # which base steps are checked
         self.in_flight = 0
 
     def after_step(

@@ -424,21 +424,16 @@ class ChatService:
         self, caller: Caller, route: RoutePlan, request: dict[str, Any], trace: StepTrace
     ) -> tuple[UpstreamReply, UpstreamCall]:
         """An agreement check's intervention answer, the route's primary intervention asked
-        as an escalated step would ask it, its tokens counted; on a trace of its own, so the
-        step's (already logged) is left as it was."""
+        and measured as an escalated step's answer is; on a trace of its own, so the step's
+        (already logged) is left as it was."""
         assert route.primary is not None
         target, _ = route.intervention(route.primary)
         check = StepTrace(trace.request_id, caller.tenant, trace.session, span=trace.span)
         reply = await self._call(caller, target, request, None, check, role="agreement_check")
         assert isinstance(reply, UpstreamReply)  # the request does not stream
-        call = check.upstream
-        assert call is not None
-        call.latency_ms = reply.latency_ms
-        self.metrics.upstream_latency.labels(call.name).observe(reply.latency_ms / 1000)
-        self._count_usage(caller, call, usage_of(reply.data))
-        if self.tracing is not None:
-            self.tracing.end_call(call, reply.data)
-        return reply, call
+        self._read_reply(caller, reply, check)
+        assert check.upstream is not None
+        return reply, check.upstream
 
     def _serve_draft(
         self, draft: UpstreamReply, body: dict[str, Any], trace: StepTrace
