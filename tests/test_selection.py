@@ -286,6 +286,33 @@ def test_agreement_checks_find_the_hard_step_from_escalated_states_alone() -> No
     assert not checked(replace(data, agreement=np.where(escalated, 1.0, np.nan))).any()
 
 
+def test_the_count_worth_making_stands_for_every_state_whatever_the_logging_policy() -> None:
+    """A logging policy that already escalates the hard step leaves exploration's escalations
+    on routine states only; weighted by how likely each state was checked, the checks of
+    both directions still count the one hard step per session."""
+    from training.disagreement import MARGIN, worth_making
+
+    data = silent_logs(600)
+    rng = np.random.default_rng(2)
+    hard = data.features[:, 0] == 1
+    flipped = rng.random(data.n_steps) < EPSILON
+    action = (hard ^ flipped).astype(np.int8)
+    checked = (action == 1) | (rng.random(data.n_steps) < EPSILON)  # base steps at ε
+    differs = hard & (rng.random(data.n_steps) < 0.6)
+    logged = replace(
+        data,
+        action=action,
+        policy_action=hard.astype(np.int8),
+        propensity=np.where(flipped, EPSILON, 1 - EPSILON),
+        agreement=np.where(checked, np.where(differs, 0.0, 1.0), np.nan),
+    )
+    score = hard + 0.01 * rng.random(data.n_steps)
+    assert worth_making(logged, score) == pytest.approx(MARGIN, rel=0.15)
+    # Labels that are noise, a score that ranks nothing: no count either way.
+    noise = np.where(checked, (rng.random(data.n_steps) < 0.5).astype(float), np.nan)
+    assert worth_making(replace(logged, agreement=noise), score) is None
+
+
 def test_checks_of_base_steps_label_the_states_escalations_seldom_reach() -> None:
     """With checks of escalated steps alone, too few differ to learn from; the proxy's checks
     of a share of the base steps (server/agreement_checks.py) are labels like any other."""

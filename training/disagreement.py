@@ -30,10 +30,20 @@ is the share of steps that need the intervention:
 
     needed per episode = steps per episode · (d − d_r) / (d_h − d_r)
 
-and a quarter more are worth making (`MARGIN`): at that count a ranking that is not perfect
-meets only part of the steps that need one, and a few more interventions still land on
-them far more often than at random. The operator's budget is a ceiling, not a quota; past
-this count, interventions land mostly where the base model would have answered as well.
+and a quarter more are worth making (`MARGIN`). The checked steps stand for every state the
+logging policy met with budget left, each weighed by one over the probability that it was
+checked (`check_weights`): exploration's escalations alone are a sample of the states the
+logging policy answered on base, so a policy that already escalates where the base model
+errs kept those states out of them (7 runs of the simulated data agent's demo behind a
+hand-set policy: that pool counted 0.11-1.38 per episode, or none, and the helpers spent
+0.13-1.16; on 3 of those runs' logs the weighted checks of both directions counted
+0.96-1.80). A top that exceeds the routine rate by less than two standard errors
+(`SEPARATION`) gives no count: the difference is noise, and so is the count it divides.
+
+A quarter more, because at the count needed a ranking that is not perfect meets only part
+of the steps that need one, and a few more interventions still land on them far more often
+than at random. The operator's budget is a ceiling, not a quota; past this count,
+interventions land mostly where the base model would have answered as well.
 
 Measured on the benchmark's worlds (8 collections), the count needed came within
 0.65-1.08x of the oracle's usage (the oracle knows the hard steps), so the count worth
@@ -70,6 +80,9 @@ TOP_SHARE = 0.1
 # The checked steps it ranks lowest, whose rate stands for a routine step (module docstring).
 ROUTINE_SHARE = 0.5
 MARGIN = 1.25  # interventions worth making per one needed
+# Standard errors by which the top's rate of differing must exceed the routine one's for a
+# count: below it the difference is noise, and so is any count it divides.
+SEPARATION = 2.0
 
 
 @dataclass(frozen=True)
@@ -134,20 +147,53 @@ def fit_disagreement(
 def worth_making(data: Dataset, scores: np.ndarray) -> float | None:
     """Interventions per episode worth making (module docstring) by the checks and the
     helper's score `scores` (higher: escalate first); None where the checks show no step
-    likelier to differ than a routine one."""
-    rows = ~np.isnan(data.agreement)
-    # The escalations exploration chose: a sample of the states the logging policy met
-    # while it had budget, where its own choices would show the states it ranks high only.
-    # (With the checks of base steps in the pool as well, the count on the benchmark's grid
-    # world rose to 4.0 per episode against 3.5 from these, the oracle spending 2.4, and
-    # the helper spent its whole budget no better than random escalation.)
-    explored = rows & (data.action != data.policy_action)
-    pool = explored if explored.sum() >= MIN_CHECKS else rows
-    differ = 1.0 - data.agreement[pool]
-    ranked = scores[pool]
-    routine = float(differ[ranked <= np.quantile(ranked, ROUTINE_SHARE)].mean())
-    top = float(differ[ranked >= np.quantile(ranked, 1.0 - TOP_SHARE)].mean())
-    if top <= routine:
+    clearly likelier to differ than a routine one."""
+    pool, weight = check_weights(data)
+    if pool.sum() < MIN_CHECKS:
         return None
-    share = max(float(differ.mean()) - routine, 0.0) / (top - routine)
+    differ = 1.0 - data.agreement[pool]
+    order = np.argsort(scores[pool], kind="stable")
+    differ, weight = differ[order], weight[order]
+    rank = (np.cumsum(weight) - 0.5 * weight) / weight.sum()  # weighted quantile of each
+    low, high = rank <= ROUTINE_SHARE, rank >= 1.0 - TOP_SHARE
+    routine, routine_se = _weighted_rate(differ[low], weight[low])
+    top, top_se = _weighted_rate(differ[high], weight[high])
+    if top - routine <= SEPARATION * float(np.hypot(routine_se, top_se)):
+        return None
+    overall, _ = _weighted_rate(differ, weight)
+    share = max(overall - routine, 0.0) / (top - routine)
     return MARGIN * share * data.n_steps / max(data.n_sessions, 1) or None
+
+
+def check_weights(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The checked steps that had budget left to intervene, and each one's weight: one over
+    the probability that its state was checked at all, so they stand for every state the
+    logging policy met with budget left, whatever that policy escalated.
+
+    A state is checked when escalated (the base model asked) or answered by the base model
+    and picked for a check of the intervention, so P(checked | s) = p(s)·r_e + (1 − p(s))·r_b,
+    with p(s) the logged probability of escalating there and r_e, r_b the shares of
+    escalated and base steps that were checked (measured: checks are shed under load, and
+    the base steps' share is the tenant's). Exploration alone yields a sample of the states
+    its logging policy answered on base; a logging policy that escalates where the base
+    model errs keeps those states out of it, and the count then finds none worth making.
+    """
+    able = data.remaining > 0
+    rows = ~np.isnan(data.agreement) & able
+    escalated = data.action == 1
+    p = np.where(escalated, data.propensity, 1.0 - data.propensity)
+    rates = []
+    for taken in (escalated, ~escalated):
+        steps = able & taken
+        rates.append(float(rows[steps].mean()) if steps.any() else 0.0)
+    checked = p * rates[0] + (1.0 - p) * rates[1]
+    pool = rows & (checked > 0)
+    return pool, 1.0 / checked[pool]
+
+
+def _weighted_rate(values: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+    """A weighted mean and its standard error (the ratio estimator's)."""
+    total = float(weight.sum())
+    mean = float((weight * values).sum()) / total
+    se = float(np.sqrt((weight**2 * (values - mean) ** 2).sum())) / total
+    return mean, se
