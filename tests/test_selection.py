@@ -424,3 +424,13 @@ def test_logs_whose_budget_often_ran_out_carry_a_caution() -> None:
     assert share == pytest.approx(0.4) and share > CROWDED_SHARE
     caution = crowding_caution(share)
     assert caution is not None and caution.startswith("In 40% of the logged sessions")
+
+
+def test_the_report_says_which_bound_held_and_why() -> None:
+    from training.report import _bound_line
+
+    assert "checks say 1.20 interventions" in _bound_line(1.2, 2.0, 1.2, checked=True)
+    no_count = _bound_line(None, 2.0, 2.0, checked=True)
+    assert no_count.startswith("The agreement checks show no step clearly likelier")
+    assert "at 2.00 interventions per episode" in no_count
+    assert _bound_line(None, 2.0, 2.0, checked=False).startswith("Without agreement checks")

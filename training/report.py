@@ -148,7 +148,9 @@ def _selection_section(result: TrainResult) -> list[str]:
     for budget in result.budgets:
         selected = budget.selected
         lines += [f"### Target C = {budget.target:g}", ""]
-        lines += [_bound_line(budget.worth_making, budget.beats_random, budget.usage_goal), ""]
+        checked = result.summary.agreement_checks > 0
+        bound = _bound_line(budget.worth_making, budget.beats_random, budget.usage_goal, checked)
+        lines += [bound, ""]
         if selected is None:
             lines += ["No candidate is estimable from these logs.", ""]
             continue
@@ -280,7 +282,7 @@ def _color(family: str) -> str:
     }.get(family, "tab:brown")
 
 
-def _bound_line(worth: float | None, beats_random: float | None, goal: float) -> str:
+def _bound_line(worth: float | None, beats_random: float | None, goal: float, checked: bool) -> str:
     if worth is not None:
         why = (
             f"The agreement checks say {worth:.2f} interventions per episode are worth making "
@@ -289,9 +291,15 @@ def _bound_line(worth: float | None, beats_random: float | None, goal: float) ->
             "helper's top-ranked steps)"
         )
     elif beats_random is not None:
+        without = (
+            "The agreement checks show no step clearly likelier to differ than a routine one "
+            "(by two standard errors), so they count none; the"
+            if checked
+            else "Without agreement checks, the"
+        )
         why = (
-            "Without agreement checks, the default candidate's estimated gain most exceeds "
-            f"random escalation's at {beats_random:.2f} interventions per episode"
+            f"{without} default candidate's estimated gain most exceeds random escalation's "
+            f"at {beats_random:.2f} interventions per episode"
         )
     else:
         why = "Nothing bounds the usage below the target"
