@@ -167,28 +167,26 @@ def worth_making(data: Dataset, scores: np.ndarray) -> float | None:
 
 def check_weights(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """The checked steps that had budget left to intervene, and each one's weight: one over
-    the probability that its state was checked at all, so they stand for every state the
-    logging policy met with budget left, whatever that policy escalated.
+    the probability that its state was checked at all (module docstring).
 
     A state is checked when escalated (the base model asked) or answered by the base model
     and picked for a check of the intervention, so P(checked | s) = p(s)·r_e + (1 − p(s))·r_b,
     with p(s) the logged probability of escalating there and r_e, r_b the shares of
     escalated and base steps that were checked (measured: checks are shed under load, and
-    the base steps' share is the tenant's). Exploration alone yields a sample of the states
-    its logging policy answered on base; a logging policy that escalates where the base
-    model errs keeps those states out of it, and the count then finds none worth making.
+    the base steps' share is the tenant's).
     """
     able = data.remaining > 0
     rows = ~np.isnan(data.agreement) & able
     escalated = data.action == 1
-    p = np.where(escalated, data.propensity, 1.0 - data.propensity)
-    rates = []
-    for taken in (escalated, ~escalated):
+
+    def share_checked(taken: np.ndarray) -> float:
         steps = able & taken
-        rates.append(float(rows[steps].mean()) if steps.any() else 0.0)
-    checked = p * rates[0] + (1.0 - p) * rates[1]
-    pool = rows & (checked > 0)
-    return pool, 1.0 / checked[pool]
+        return float(rows[steps].mean()) if steps.any() else 0.0
+
+    p = np.where(escalated, data.propensity, 1.0 - data.propensity)
+    p_checked = p * share_checked(escalated) + (1.0 - p) * share_checked(~escalated)
+    pool = rows & (p_checked > 0)
+    return pool, 1.0 / p_checked[pool]
 
 
 def _weighted_rate(values: np.ndarray, weight: np.ndarray) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.disagreement import SEPARATION
 from training.evaluation import crowding_caution
 
 if TYPE_CHECKING:
@@ -145,10 +146,10 @@ def _selection_section(result: TrainResult) -> list[str]:
     caution = crowding_caution(result.crowded)
     if caution is not None:
         lines += [f"**Caution:** {caution}", ""]
+    checked = result.summary.agreement_checks > 0
     for budget in result.budgets:
         selected = budget.selected
         lines += [f"### Target C = {budget.target:g}", ""]
-        checked = result.summary.agreement_checks > 0
         bound = _bound_line(budget.worth_making, budget.beats_random, budget.usage_goal, checked)
         lines += [bound, ""]
         if selected is None:
@@ -293,7 +294,7 @@ def _bound_line(worth: float | None, beats_random: float | None, goal: float, ch
     elif beats_random is not None:
         without = (
             "The agreement checks show no step clearly likelier to differ than a routine one "
-            "(by two standard errors), so they count none; the"
+            f"(by {SEPARATION:g} standard errors), so they count none; the"
             if checked
             else "Without agreement checks, the"
         )
