@@ -76,7 +76,7 @@ def rank_once(name: str, seed: int, steps: bool, episodes: int) -> dict[str, flo
     )
     _, candidates, worth = build_candidates(
         data,
-        inputs.inputs.matrix,
+        inputs.design[:, :-1],
         inputs.inputs,
         prm.value,
         prm.linear,
@@ -85,6 +85,7 @@ def rank_once(name: str, seed: int, steps: bool, episodes: int) -> dict[str, flo
         config.folds,
         config.seed,
         config.max_fit_rows,
+        inputs.embedding.word_design(len(inputs.inputs.feature_columns)),
     )
     figures = {c.name: roc_auc_score(hard, c.scores) for c in candidates if c.scores is not None}
     figures["worth making / episode"] = float("nan") if worth is None else worth

@@ -17,6 +17,15 @@ hard is often a conjunction of facts the observation states apart ("in the kitch
 benchmark's three text worlds, 512 pair buckets lifted how well the agreement checks' learner
 ranks the hidden hard steps from AUC 0.81 / 0.73 / 0.68 to 0.84 / 0.75 / 0.70 (text adventure,
 grid, reasoning agent; one collection each, `bench/quality.py`'s worlds).
+
+With `words`, each word of the newest observation and of the agent's latest action sets a
+bucket of its own (1.0: present), the two lines in separate namespaces: a compact bag of
+words a learner weighs one by one, where the n-gram buckets mix every line's trigrams and
+the pair buckets light up by the hundred on a long observation. On the benchmark's text
+adventure the checks' learner ranked the hidden hard steps at AUC 0.886 / 0.857 on features,
+n-grams and words, against 0.847 / 0.828 on features, n-grams and pairs (2 collections); on
+the reasoning agent, whose hard steps the n-grams show, the pairs did better (0.738 against
+0.696), so the trainer tries both (training/stage_candidates.py).
 """
 
 from __future__ import annotations
@@ -42,19 +51,21 @@ class HashedNgrams:
     max_chars: int = 2_000
     text: str = "recent"
     pairs: int = 0  # buckets for pairs of words of the newest observation (text `labelled`)
+    words: int = 0  # buckets for the words of the newest observation and action (`labelled`)
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.ngram < 1 or self.turns < 1 or self.max_chars < 1:
             raise ValueError(f"hashed embedding sizes must be positive: {self}")
         if self.text not in TEXTS:
             raise ValueError(f"hashed embedding text must be one of {', '.join(TEXTS)}")
-        if self.pairs < 0 or (self.pairs and self.text != "labelled"):
-            raise ValueError("word pairs need a non-negative size and the labelled text")
+        for name, size in (("word pairs", self.pairs), ("words", self.words)):
+            if size < 0 or (size and self.text != "labelled"):
+                raise ValueError(f"{name} need a non-negative size and the labelled text")
 
     @property
     def width(self) -> int:
-        """The vector's length: the n-gram buckets, then the pair buckets."""
-        return self.dim + self.pairs
+        """The vector's length: the n-gram buckets, the pair buckets, then the word buckets."""
+        return self.dim + self.pairs + self.words
 
     def embed_messages(self, messages: Sequence[Message]) -> list[float]:
         return self.embed(render(messages, self.text, self.turns, self.max_chars))
@@ -63,13 +74,16 @@ class HashedNgrams:
         vector = [0.0] * self.dim
         n = self.ngram
         counts: Counter[str] = Counter()
-        observation = ""  # the newest observation's line, lower-cased (labelled text)
+        # The newest observation's and action's lines, lower-cased (labelled text).
+        observation = action = ""
         if self.text == "labelled":
             for line in text.lower().splitlines():
                 label, _, body = line.partition(": ")
                 counts.update(f"{label}|{body[i : i + n]}" for i in range(len(body) - n + 1))
                 if label == "observation":
                     observation = body
+                elif label == "action":
+                    action = body
         else:
             text = " ".join(text.lower().split())
             counts.update(text[i : i + n] for i in range(len(text) - n + 1))
@@ -81,6 +95,8 @@ class HashedNgrams:
             vector = [v / norm for v in vector]
         if self.pairs:
             vector += _word_pairs(observation, self.pairs)
+        if self.words:
+            vector += _words({"observation": observation, "action": action}, self.words)
         return vector
 
 
@@ -100,6 +116,15 @@ def _word_pairs(observation: str, size: int) -> list[float]:
         for second in hashes[i + 1 :]:
             pairs[((spread ^ second) >> 17) % size] = 1.0
     return pairs
+
+
+def _words(lines: dict[str, str], size: int) -> list[float]:
+    """1.0 in the bucket of each word of each (lower-cased) line, per line's label."""
+    present = [0.0] * size
+    for label, line in lines.items():
+        for word in set(_WORD.findall(line)):
+            present[(_gram_hash(f"{label}|{word}") >> 1) % size] = 1.0
+    return present
 
 
 def render(messages: Sequence[Message], text: str, turns: int, max_chars: int) -> str:

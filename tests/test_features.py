@@ -209,3 +209,25 @@ def test_word_pairs_of_the_newest_observation_make_a_conjunction_linear() -> Non
     assert embed.embed("TASK: You are in the kitchen. You carry a vase.")[64:] == [0.0] * 256
     with pytest.raises(ValueError, match="labelled"):
         HashedNgrams(dim=64, pairs=16)
+
+
+def test_word_buckets_hold_the_newest_observation_and_action_each_in_its_own_namespace() -> None:
+    embed = HashedNgrams(dim=64, text="labelled", pairs=32, words=512)
+    assert embed.width == 64 + 32 + 512
+
+    def words(text: str) -> list[float]:
+        vector = embed.embed(text)
+        assert len(vector) == embed.width
+        return vector[64 + 32 :]
+
+    seen = words("TASK: fetch the vase\nOBSERVATION: You see a vase. A vase!")
+    assert sum(seen) == 4.0  # you, see, a, vase: present or not, however often
+    assert words("TASK: fetch the vase\nEARLIER: You see a vase.") == [0.0] * 512
+    # "vase" in the action and in the observation are different inputs.
+    acted = words("ACTION: take vase")
+    assert sum(acted) == 2.0
+    assert [i for i, x in enumerate(acted) if x] != [
+        i for i, x in enumerate(words("OBSERVATION: take vase")) if x
+    ]
+    with pytest.raises(ValueError, match="labelled"):
+        HashedNgrams(dim=64, words=16)

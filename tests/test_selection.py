@@ -359,6 +359,22 @@ def test_the_checks_learner_sees_a_conjunction_a_linear_model_cannot() -> None:
     assert abs(ridge.scores[hard].mean() - ridge.scores[~hard].mean()) < 0.1
 
 
+def test_a_model_spread_over_more_columns_scores_as_it_did_on_its_own() -> None:
+    """A learner fitted on some of the state's columns (the checks' learner on the words
+    instead of the pairs) is exported reading all of them, the others at zero weight."""
+    from training.linear import fit_network
+
+    rng = np.random.default_rng(4)
+    wide = rng.normal(size=(300, 6)).astype(np.float32)
+    columns = np.array([0, 3, 5])
+    network = fit_network(wide[:, columns], (wide[:, 0] * wide[:, 3] > 0).astype(int), None)
+    spread = network.spread(columns, 6)
+    assert spread.width == 6 and spread.hidden is not None
+    assert np.allclose(spread.logit(wide), network.logit(wide[:, columns]), atol=1e-5)
+    wide[:, [1, 2, 4]] = 9.0  # the columns it was not fitted on change nothing
+    assert np.allclose(spread.logit(wide), network.logit(wide[:, columns]), atol=1e-5)
+
+
 def test_a_network_helper_scores_in_the_proxy_as_it_did_in_training(tmp_path: Path) -> None:
     """A consensus of a linear and a network member exports its ReLU units; the proxy's
     scorer reads the same score from the raw features."""

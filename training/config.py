@@ -58,6 +58,14 @@ class TrainConfig:
             "words, which let a linear helper see conjunctions of facts (0: none)"
         },
     )
+    embedding_words: int = field(
+        default=512,
+        metadata={
+            "help": "buckets of the hashed embedding for the words of the newest observation "
+            "and action, which the agreement checks' learner may read instead of the pairs "
+            "(0: none)"
+        },
+    )
     prm: Literal["linear", "transformers", "judge"] = field(
         default="linear",
         metadata={
@@ -140,6 +148,7 @@ class TrainConfig:
         for name, value, least in (
             ("--embedding-dim", self.embedding_dim, 1),
             ("--embedding-pairs", self.embedding_pairs, 0),
+            ("--embedding-words", self.embedding_words, 0),
             ("--bins", self.bins, 1),
             ("--max-fit-rows", self.max_fit_rows, 1),
             ("--min-sessions", self.min_sessions, 1),

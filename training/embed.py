@@ -32,6 +32,7 @@ class EmbeddingSpec:
     kind: str  # "none" | "hashed" | "minilm"
     dim: int = 256  # hashed: n-gram buckets
     pairs: int = 512  # hashed: buckets of word pairs of the newest observation
+    words: int = 512  # hashed: buckets of the newest observation's and action's words
 
     @property
     def width(self) -> int:
@@ -41,13 +42,27 @@ class EmbeddingSpec:
         return MINILM_DIM if self.kind == "minilm" else 0
 
     def hashed(self) -> HashedNgrams:
-        return HashedNgrams(dim=self.dim, text="labelled", pairs=self.pairs)
+        return HashedNgrams(dim=self.dim, text="labelled", pairs=self.pairs, words=self.words)
+
+    @property
+    def word_width(self) -> int:
+        """The word buckets' columns: the embedding's last (none but hashed)."""
+        return self.words if self.kind == "hashed" else 0
+
+    def word_design(self, n_features: int) -> np.ndarray | None:
+        """The state matrix's columns the checks' learner may read instead of the pairs: the
+        features, the n-gram buckets and the word buckets (None without words)."""
+        if not self.word_width:
+            return None
+        ngrams = np.arange(n_features + self.dim)
+        return np.concatenate([ngrams, n_features + self.dim + self.pairs + np.arange(self.words)])
 
     def artifact_entry(self) -> dict[str, Any] | None:
         if self.kind == "none":
             return None
         if self.kind == "hashed":
-            return {"kind": "hashed", "dim": self.dim, "text": "labelled", "pairs": self.pairs}
+            entry = {"kind": "hashed", "dim": self.dim, "text": "labelled", "pairs": self.pairs}
+            return entry | ({"words": self.words} if self.words else {})
         return {
             "kind": "minilm",
             "max_tokens": MINILM_TOKENS,

@@ -60,6 +60,19 @@ class ScoreModel:
             hidden = HiddenLayer(np.pad(h.weights, ((0, 0), (0, pad))), h.bias, scale * h.output)
         return ScoreModel(scale * self.bias + shift, scale * np.pad(self.weights, (0, pad)), hidden)
 
+    def spread(self, columns: np.ndarray, width: int) -> ScoreModel:
+        """The same score read from `width` columns: this model's at `columns`, the others
+        at zero weight."""
+        weights = np.zeros(width, dtype=self.weights.dtype)
+        weights[columns] = self.weights
+        hidden = None
+        if self.hidden is not None:
+            h = self.hidden
+            spread = np.zeros((len(h.bias), width), dtype=h.weights.dtype)
+            spread[:, columns] = h.weights
+            hidden = HiddenLayer(spread, h.bias, h.output)
+        return ScoreModel(self.bias, weights, hidden)
+
 
 def combine(models: list[ScoreModel], scales: list[float], shift: float = 0.0) -> ScoreModel:
     """Σ scale_i · model_i + shift, over the widest model's columns: the sum of networks is a

@@ -167,9 +167,10 @@ def choose_helpers(
     target and the interventions worth making, exported as `C<target>/selected`. Returns
     the evidence they were judged on."""
     data, inputs = steps.data, steps.inputs
+    matrix = steps.design[:, :-1]  # every column a helper reads but the remaining budget
     evidence, candidates, worth = build_candidates(
         data,
-        inputs.matrix,
+        matrix,
         inputs,
         prm.value,
         prm.linear,
@@ -178,6 +179,7 @@ def choose_helpers(
         config.folds,
         config.seed,
         config.max_fit_rows,
+        steps.embedding.word_design(len(inputs.feature_columns)),
     )
     for budget in budgets:
         name = target_name(budget.target)
@@ -208,7 +210,7 @@ def choose_helpers(
             budget.selected = export_selected(
                 choice,
                 out / f"C{name}" / "selected",
-                inputs.matrix,
+                matrix,
                 evidence,
                 candidates,
                 inputs.feature_columns,

@@ -90,9 +90,15 @@ def build_candidates(
     folds: int,
     seed: int,
     max_rows: int,
+    word_design: np.ndarray | None = None,
 ) -> tuple[Evidence, list[Candidate], float | None]:
     """The evidence; the candidates: the consensus, one per learner and return, and
-    `PRM risk`; and with agreement checks, the interventions per session worth making."""
+    `PRM risk`; and with agreement checks, the interventions per session worth making.
+
+    `matrix` holds every column a helper reads but the remaining budget; `inputs.matrix`, a
+    prefix of it, leaves the word buckets out, and `word_design` (training/embed.py) picks
+    the columns the checks' learner may read with the words instead of the pairs. Every
+    model returned reads all of `matrix`'s columns, or the features alone."""
     rows = informative(data, cost)
     m = AdvantageConfig.min_propensity
     evidence = Evidence(
@@ -121,7 +127,8 @@ def build_candidates(
     n_features = len(inputs.feature_columns)
     designs = [(matrix[:, :n_features], False)]
     if inputs.embedding_dim:
-        designs.append((matrix, True))
+        designs.append((inputs.matrix, True))
+    width = matrix.shape[1]
     effects: list[tuple[Effects, bool]] = []
     for name, target in returns(data, value).items():
         fitted = [
@@ -131,7 +138,7 @@ def build_candidates(
         effects.append(min(fitted, key=lambda pair: pair[0].fit_error))
     # Every candidate is judged on the outcome's pseudo-outcomes: on P(success).
     evidence = replace(evidence, pseudo=effects[0][0].pseudo)
-    candidates = score_candidates(effects, prm, value)
+    candidates = [_read_all(c, width) for c in score_candidates(effects, prm, value)]
     learners = [c for c in candidates if c.name != "PRM risk"]
     default = consensus(learners, rows)
     with_checks = checked(data)
@@ -141,12 +148,26 @@ def build_candidates(
         # episode's one outcome among its steps. Their learner joins the others, and the
         # consensus weighs each member by how well its cross-fitted score predicts the
         # checks, the checks' learner keeping half (training/candidates.py, `stack`).
-        learned = [
-            (fit_disagreement(data, design, with_checks, fold_of, max_rows, seed), text)
-            for design, text in designs
+        # The learner reads the features, the text with the pairs, or (`word_design`) the
+        # text with the words, whichever ranks the checks best out of fold: on the benchmark's
+        # text adventure the words ranked its hidden hard steps better, on the reasoning
+        # agent the pairs (router/embedding.py), and the checks chose so on 5 collections.
+        read: list[tuple[np.ndarray, bool, np.ndarray | None]] = [
+            (design, text, None) for design, text in designs
         ]
-        differ, text = max(learned, key=lambda pair: pair[0].ranking)
-        checks = Candidate(DISAGREEMENT, differ.scores, differ.model, text=text)
+        if word_design is not None:
+            read.append((matrix[:, word_design], True, word_design))
+        learned = [
+            (fit_disagreement(data, design, with_checks, fold_of, max_rows, seed), text, columns)
+            for design, text, columns in read
+        ]
+        differ, text, columns = max(learned, key=lambda fitted: fitted[0].ranking)
+        model = differ.model
+        if columns is not None:
+            model = model.spread(columns, width)
+        elif text:
+            model = model.affine(1.0, width=width)
+        checks = Candidate(DISAGREEMENT, differ.scores, model, text=text)
         candidates.append(checks)
         members = [*learners, checks]
         label = np.nan_to_num(1.0 - data.agreement)
@@ -155,6 +176,13 @@ def build_candidates(
         assert default.scores is not None
         worth = worth_making(data, default.scores)
     return evidence, [default, *candidates], worth
+
+
+def _read_all(candidate: Candidate, width: int) -> Candidate:
+    """A candidate on the text whose model reads every column (the words at zero weight)."""
+    if not candidate.text or candidate.model is None:
+        return candidate
+    return replace(candidate, model=candidate.model.affine(1.0, width=width))
 
 
 def dp_helper_candidate(

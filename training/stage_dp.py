@@ -105,7 +105,7 @@ def imitate_dp(
         config.l2,
         config.max_fit_rows,
         config.seed,
-        steps.inputs.scaled,
+        np.arange(steps.design.shape[1] - 1) < len(steps.inputs.feature_columns),
     )
     flags = helper.escalates(scores, data.remaining)
     chosen = flags & eligible

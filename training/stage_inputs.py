@@ -48,7 +48,10 @@ class Steps:
     # helper's last input). One matrix for everything: on a million steps each copy
     # avoided is a gigabyte.
     design: np.ndarray
-    inputs: StateInputs  # what the PRM reads: `design` without the remaining budget (a view)
+    # What the PRM and the effects' learners read: `design` without the word buckets and the
+    # remaining budget (a view). The words are the agreement checks' learner's alone
+    # (training/stage_candidates.py); every model exported reads them, at zero weight.
+    inputs: StateInputs
     embedding: EmbeddingSpec
     held_out_session: np.ndarray  # per session: not seen by the PRM, the MDP or the DP helper
 
@@ -58,12 +61,13 @@ class Steps:
     ) -> Steps:
         """Stage 1's dataset and matrix, with the cap, the cost and the sessions held out."""
         columns = feature_columns(data.features)
+        text = embedding.width - embedding.word_width
         return cls(
             data,
             config.cap if config.cap is not None else int(np.max(data.limit)),
             _intervention_cost(data),
             design,
-            StateInputs(design[:, :-1], data.texts, columns, embedding.width),
+            StateInputs(design[:, : len(columns) + text], data.texts, columns, text),
             embedding,
             split_sessions(data.n_sessions, config.holdout, config.seed),
         )
@@ -165,7 +169,11 @@ def fit_prm(config: TrainConfig, steps: Steps) -> PrmFit:
     return PrmFit(
         value=value,
         action_values=q,
-        linear=prm.model if isinstance(prm, LinearPrm) else None,
+        linear=(
+            prm.model.affine(1.0, width=steps.design.shape[1] - 1)  # as exported: every column
+            if isinstance(prm, LinearPrm) and prm.model is not None
+            else None
+        ),
         calibration=calibration(value[held_out], z[held_out]),
         action_calibration={
             name: calibration(q[rows, a], z[rows])
@@ -182,7 +190,9 @@ def _embedding_spec(config: TrainConfig, data: Dataset) -> EmbeddingSpec:
     if data.texts is None:
         # No content was captured: the helper learns from the features alone.
         return EmbeddingSpec("none")
-    return EmbeddingSpec(config.embedding, config.embedding_dim, config.embedding_pairs)
+    return EmbeddingSpec(
+        config.embedding, config.embedding_dim, config.embedding_pairs, config.embedding_words
+    )
 
 
 def _intervention_cost(data: Dataset) -> int:
