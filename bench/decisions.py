@@ -78,15 +78,18 @@ def write_learned(
     kind: str = "hashed",
     units: int = 0,
     pairs: int | None = None,
+    words: int = 0,
 ) -> Path:
     """A helper with random weights; `pairs` (None: the older `recent` text) embeds the
-    labelled text with that many word-pair buckets."""
+    labelled text with that many word-pair buckets, and `words` word buckets."""
     directory.mkdir(parents=True, exist_ok=True)
     features = list(FEATURE_NAMES)
     embedding: dict[str, Any] | None = {"kind": kind, "dim": dim} if dim else None
     if embedding is not None and pairs is not None:
-        embedding.update(text="labelled", pairs=pairs)
-    width = (dim or 0) + (pairs or 0)
+        embedding.update(text="labelled", pairs=pairs, words=words)
+    width = (dim or 0) + (pairs or 0) + words
+    # With words, the network reads them and not the pairs, as the trainer's words design.
+    unread = range(dim or 0, (dim or 0) + (pairs or 0)) if words else range(0)
     rng = random.Random(0)
     (directory / "helper.json").write_text(
         json.dumps(
@@ -107,18 +110,27 @@ def write_learned(
                 "features": [rng.gauss(0, 0.1) for _ in features],
                 "embedding": [rng.gauss(0, 0.1) for _ in range(width)],
                 "budget": 0.1,
-                **({"hidden": hidden_units(rng, len(features), width, units)} if units else {}),
+                **(
+                    {"hidden": hidden_units(rng, len(features), width, units, unread)}
+                    if units
+                    else {}
+                ),
             }
         )
     )
     return directory
 
 
-def hidden_units(rng: random.Random, n_features: int, dim: int, units: int) -> dict[str, Any]:
-    """A network helper's ReLU units (what the agreement checks' learner may export)."""
+def hidden_units(
+    rng: random.Random, n_features: int, dim: int, units: int, unread: range = range(0)
+) -> dict[str, Any]:
+    """A network helper's ReLU units (what the agreement checks' learner may export), at
+    zero weight on the `unread` embedding columns."""
     return {
         "features": [[rng.gauss(0, 0.1) for _ in range(n_features)] for _ in range(units)],
-        "embedding": [[rng.gauss(0, 0.1) for _ in range(dim)] for _ in range(units)],
+        "embedding": [
+            [0.0 if i in unread else rng.gauss(0, 0.1) for i in range(dim)] for _ in range(units)
+        ],
         "budget": [0.0] * units,
         "bias": [rng.gauss(0, 0.1) for _ in range(units)],
         "output": [rng.gauss(0, 0.1) for _ in range(units)],
@@ -179,12 +191,16 @@ def main() -> None:
         p50, p99 = measure(spec, steps)
         print(f"{name:<44}{p50:8.3f}{p99:8.3f}")
     stories = [text_transcript(rng) for _ in range(2000)]
-    for name, pairs, units in (
-        ("text agent: learned, labelled hashed-256", 0, 0),
-        ("text agent: learned, + word pairs-512", 512, 0),
-        ("text agent: network-32, + word pairs-512", 512, 32),
+    for name, pairs, words, units in (
+        ("text agent: learned, labelled hashed-256", 0, 0, 0),
+        ("text agent: learned, + word pairs-512", 512, 0, 0),
+        ("text agent: network-32, + word pairs-512", 512, 0, 32),
+        ("text agent: learned, + pairs, words-512", 512, 512, 0),
+        ("text agent: network-32, + pairs, words-512", 512, 512, 32),
     ):
-        artifact = write_learned(work / f"t{pairs}-{units}", 256, units=units, pairs=pairs)
+        artifact = write_learned(
+            work / f"t{pairs}-{words}-{units}", 256, units=units, pairs=pairs, words=words
+        )
         p50, p99 = measure({"kind": "learned", "artifact": str(artifact)}, stories)
         print(f"{name:<44}{p50:8.3f}{p99:8.3f}")
     embed = HashedNgrams(dim=256)

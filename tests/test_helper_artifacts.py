@@ -148,6 +148,18 @@ def test_hidden_units_add_what_the_linear_part_cannot(tmp_path: Path) -> None:
             load_artifact(tmp_path)
 
 
+def test_hidden_units_read_only_the_inputs_some_unit_weighs() -> None:
+    """A network fitted on part of the embedding weighs the rest at zero: those inputs are
+    skipped, and the units score as the full rows would."""
+    from router.artifacts import hidden_units
+
+    units = hidden_units([(0.0, 2.0, 0.0, 1.0), (0.0, -1.0, 0.0, 0.0)], (0.5, 0.0), (1.0, 2.0))
+    assert units.columns == (1, 3) and units.rows == ((2.0, 1.0), (-1.0, 0.0))
+    assert list(units.read([9.0, 3.0, 9.0, 4.0])) == [3.0, 4.0]
+    assert list(hidden_units([(0.0, 2.0)], (0.0,), (1.0,)).read([5.0, 7.0])) == [7.0]
+    assert list(hidden_units([(0.0, 0.0)], (1.0,), (1.0,)).read([5.0, 7.0])) == []
+
+
 def test_a_policy_naming_a_bad_artifact_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyConfigError, match=r"helper\.json: missing"):
         build_policy({"kind": "learned", "artifact": str(tmp_path / "nothing")}, CONTEXT)

@@ -108,16 +108,16 @@ def judge_installed(
     # The scorer's inputs as the proxy reads them (features, embedding, remaining budget), run
     # as training's ScoreModel, hidden units included, once per budget the replay can leave.
     design = np.hstack([*parts, np.zeros((data.n_steps, 1))])
+    hidden = None
+    if scorer.hidden is not None:
+        h = scorer.hidden
+        rows = np.zeros((len(h.bias), design.shape[1]))
+        rows[:, list(h.columns)] = np.array(h.rows).reshape(len(h.bias), -1)
+        hidden = HiddenLayer(rows, np.array(h.bias), np.array(h.output))
     model = ScoreModel(
         scorer.bias,
         np.array([*scorer.feature_weights, *scorer.embedding_weights, scorer.budget_weight]),
-        None
-        if scorer.hidden is None
-        else HiddenLayer(
-            np.array(scorer.hidden.rows).reshape(len(scorer.hidden.bias), -1),
-            np.array(scorer.hidden.bias),
-            np.array(scorer.hidden.output),
-        ),
+        hidden,
     )
     by_budget = []
     for left in range(evidence.cap + 1):
