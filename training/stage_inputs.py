@@ -49,8 +49,9 @@ class Steps:
     # avoided is a gigabyte.
     design: np.ndarray
     # What the PRM and the effects' learners read: `design` without the word buckets and the
-    # remaining budget (a view). The words are the agreement checks' learner's alone
-    # (training/stage_candidates.py); every model exported reads them, at zero weight.
+    # remaining budget (a view). The words are for the agreement checks' learner
+    # (training/stage_candidates.py) and the DP helper, which reads all of `design`; every
+    # other model exported reads them at zero weight.
     inputs: StateInputs
     embedding: EmbeddingSpec
     held_out_session: np.ndarray  # per session: not seen by the PRM, the MDP or the DP helper
