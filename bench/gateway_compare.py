@@ -154,9 +154,14 @@ def print_ratios(rates: Series, cpu_us: Series, top: str, bottom: str, connectio
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far, all its threads."""
+    """User and system CPU time of a process so far, all its threads and those of its
+    descendants (a server may answer from a child process: granian does)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
 
 
 if __name__ == "__main__":

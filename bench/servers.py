@@ -41,7 +41,7 @@ from bench.gateway import (  # noqa: E402
     wait_up,
     wrk,
 )
-from bench.gateway_compare import cpu_seconds as process_cpu_seconds  # noqa: E402
+from bench.gateway_compare import cpu_seconds  # noqa: E402
 
 SERVERS = ("bare/uvicorn", "bare/granian", "proxy/uvicorn", "proxy/granian")
 
@@ -63,15 +63,6 @@ def bare_app() -> Any:
     from baseline_proxy import app
 
     return app
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its descendants (granian serves from a child process)."""
-    total = process_cpu_seconds(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += cpu_seconds(int(child))
-    return total
 
 
 def command(server: str, port: int, config: Path, upstream: str) -> list[str]:

@@ -162,12 +162,8 @@ def build_candidates(
             for design, text, columns in read
         ]
         differ, text, columns = max(learned, key=lambda fitted: fitted[0].ranking)
-        model = differ.model
-        if columns is not None:
-            model = model.spread(columns, width)
-        elif text:
-            model = model.affine(1.0, width=width)
-        checks = Candidate(DISAGREEMENT, differ.scores, model, text=text)
+        model = differ.model if columns is None else differ.model.spread(columns, width)
+        checks = _read_all(Candidate(DISAGREEMENT, differ.scores, model, text=text), width)
         candidates.append(checks)
         members = [*learners, checks]
         label = np.nan_to_num(1.0 - data.agreement)
